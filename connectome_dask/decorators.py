@@ -1,0 +1,139 @@
+"""Field decorators and argument annotations: ``meta``, ``impure``, ``inverse``, ``optional``,
+``positional``, ``Output`` and ``Function``.
+
+A decorator wraps a function in a small marker object; ``declare`` unwraps the stack into the
+flags of a ``FieldSpec``. Order rules are checked when the decorator is applied, i.e. while the
+class body runs: ``positional`` must be innermost (``TypeError``) and needs an argument
+(``ValueError``); ``meta`` and ``optional`` must be outermost (``ValueError``). ``optional``
+over ``inverse`` is a ``GraphError`` raised when the layer is instantiated.
+"""
+
+import inspect
+
+__all__ = ["meta", "impure", "inverse", "optional", "positional", "Output", "Function"]
+
+
+class Decorator:
+    """A marker around a field function. ``flag`` names the ``FieldSpec`` flag it sets."""
+
+    __slots__ = ("__wrapped__",)
+    flag = None
+    outermost = False
+
+    def __init__(self, func):
+        if not callable(func):
+            raise TypeError(f"@{type(self).__name__.lower()} expects a function, got {type(func).__name__}")
+        if isinstance(func, Decorator) and func.outermost and not self.outermost:
+            raise ValueError(
+                f"@{type(func).__name__.lower()} must be the outermost decorator; "
+                f"move it above @{type(self).__name__.lower()}"
+            )
+        self.__wrapped__ = func
+
+    def __call__(self, *args, **kwargs):
+        return self.__wrapped__(*args, **kwargs)
+
+    def __repr__(self):
+        return f"{type(self).__name__.lower()}({self.__wrapped__!r})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.__wrapped__ == other.__wrapped__
+
+    def __hash__(self):
+        return hash((type(self), self.__wrapped__))
+
+    def __reduce__(self):
+        return type(self), (self.__wrapped__,)
+
+
+class Meta(Decorator):
+    __slots__ = ()
+    flag = "meta"
+    outermost = True
+
+
+class Optional(Decorator):
+    __slots__ = ()
+    flag = "optional"
+    outermost = True
+
+
+class Impure(Decorator):
+    __slots__ = ()
+    flag = "impure"
+
+
+class Inverse(Decorator):
+    __slots__ = ()
+    flag = "inverse"
+
+
+class Positional(Decorator):
+    __slots__ = ()
+    flag = "positional"
+
+    def __init__(self, func):
+        if isinstance(func, Decorator):
+            raise TypeError("@positional must be the innermost decorator (directly above the function)")
+        super().__init__(func)
+        if not _parameters(func):
+            raise ValueError(f"@positional needs a function with at least one argument, got {func!r}")
+
+
+meta, optional, impure, inverse, positional = Meta, Optional, Impure, Inverse, Positional
+
+
+class Output:
+    """Annotation: ``def image(image, shape: Output)`` reads this layer's own ``shape``."""
+
+
+class Function:
+    """Bind a callable to explicitly named inputs.
+
+    ``Function(func, 'a', c='b')`` calls ``func(<a>, c=<b>)``; names follow the argument rules
+    of class bodies (public names are previous fields or the key, ``_x`` are parameters).
+
+    >>> from connectome_dask import Transform, Function
+    >>> Transform(total=Function(lambda x, y: x + y, 'a', y='b')).total(a=1, b=2)
+    3
+    """
+
+    __slots__ = ("func", "names", "keywords")
+
+    def __init__(self, func, *names, **keywords):
+        if not callable(func):
+            raise TypeError(f"Function expects a callable, got {type(func).__name__}")
+        bad = [n for n in (*names, *keywords.values()) if not isinstance(n, str)]
+        if bad:
+            raise TypeError(f"Function input names must be strings, got {bad!r}")
+        self.func, self.names, self.keywords = func, names, keywords
+
+    def __call__(self, *args, **kwargs):
+        return self.func(*args, **kwargs)
+
+    def __repr__(self):
+        inner = ", ".join([repr(self.func), *map(repr, self.names), *(f"{k}={v!r}" for k, v in self.keywords.items())])
+        return f"Function({inner})"
+
+    def __reduce__(self):
+        return _make_function, (self.func, self.names, self.keywords)
+
+
+def _make_function(func, names, keywords):
+    return Function(func, *names, **keywords)
+
+
+def _parameters(func):
+    try:
+        return list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return []
+
+
+def unwrap(value):
+    """``(innermost callable, {flag: True})`` for a stack of decorators."""
+    flags = {}
+    while isinstance(value, Decorator):
+        flags[value.flag] = True
+        value = value.__wrapped__
+    return value, flags

@@ -1,0 +1,84 @@
+"""Exceptions and warnings raised by connectome_dask.
+
+One hierarchy rooted at :class:`ConnectomeError`. Where connectome's exception type is part of
+its contract, ours is the same class name with the same base (``DependencyError`` is a
+``GraphError``; ``FieldError`` is not), and where connectome leaked a builtin type for user
+input (``AssertionError``, ``KeyError``) our typed error subclasses that builtin too, so
+``except`` clauses written for connectome keep working.
+
+Messages name the layer, the field and what to do about it.
+"""
+
+__all__ = [
+    "ConnectomeError",
+    "FieldError",
+    "GraphError",
+    "DependencyError",
+    "HashError",
+    "HashingError",
+    "SerializationError",
+    "StorageCorruption",
+    "StoreError",
+    "PersistError",
+    "CacheWarning",
+    "InvalidArgument",
+]
+
+
+class ConnectomeError(Exception):
+    """Base class of every error raised by connectome_dask itself."""
+
+
+class FieldError(ConnectomeError):
+    """A field is unknown, dropped, private or declared wrongly."""
+
+
+class GraphError(ConnectomeError):
+    """A layer or pipeline cannot be assembled (cycles, duplicates, conflicts)."""
+
+
+class DependencyError(GraphError):
+    """A field needs an input that is not available at its place in the pipeline."""
+
+
+class HashError(ConnectomeError, RuntimeError):
+    """A value needed to build the pipeline cannot be hashed (e.g. a predicate over an impure field)."""
+
+
+class HashingError(ConnectomeError, TypeError):
+    """A parameter or key has no deterministic token.
+
+    The message names the layer, the parameter and its type. Register the type with
+    :func:`connectome_dask.hashing.normalize_token` or pass a value that hashes by content.
+    """
+
+
+class SerializationError(ConnectomeError, TypeError):
+    """A value cannot be encoded by a cache store (names the field and the type)."""
+
+
+class StorageCorruption(ConnectomeError):
+    """A cache entry failed its integrity check."""
+
+
+class StoreError(ConnectomeError, OSError):
+    """A cache root cannot be used (foreign content, wrong format version)."""
+
+
+class PersistError(ConnectomeError, RuntimeError):
+    """``pipeline.persist`` finished with failed ids; ``.report`` holds the full report."""
+
+    def __init__(self, message, report=None):
+        super().__init__(message)
+        self.report = report
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.report)
+
+
+class InvalidArgument(ConnectomeError, TypeError, AssertionError):
+    """A call got an argument of the wrong kind (connectome raised a bare ``AssertionError``)."""
+
+
+class CacheWarning(UserWarning):
+    """A cache could not be used as asked (read-only root, corrupt entry); the value was computed."""

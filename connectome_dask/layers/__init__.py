@@ -1,0 +1,1 @@
+"""Layers: the declared ones (Source, Transform), composition (Chain) and the built-in layers."""

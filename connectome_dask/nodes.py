@@ -1,0 +1,232 @@
+"""Graph nodes: what a field is made of once its layers are connected.
+
+A pipeline field is a DAG of nodes. Connecting layers only creates nodes; evaluating them
+(``evaluate``) and translating them into dask tasks (``graph``) are separate hops.
+
+======== ==========================================================================
+Input    a raw input of the pipeline: the entry key ``id`` of a Source, or a field a
+         transform-only pipeline receives. Interned by name.
+Const    an external parameter value.
+Call     a user function applied to nodes (``impure`` calls are recomputed every time).
+Item     ``value[index]`` (one output of a ``_decorate``d function).
+Cached   a value looked up in, or computed into, a cache store; transparent to hashing.
+Missing  an input that is not available at that place of the pipeline.
+======== ==========================================================================
+
+Tokens (the Merkle hash). Every node has a token; equal tokens mean equal computations.
+``Const`` hashes its value, ``Call`` hashes ``(fingerprint(func), keyword names, arg tokens)``,
+``Cached`` is its inner node's token. *Leaves* are nodes whose token depends on a value known
+only per entry: an ``Input`` (its value), an impure ``Call`` (its result). To keep the per-entry
+cost at one hash, each node's *shape* is computed once per pipeline: a template token of its
+static structure with its leaves as numbered placeholders, plus the ordered leaves. The token of
+an entry is then ``combine(template, *leaf_tokens)``; a node without leaves has a constant
+token. Field names, layer names, docstrings and layout never enter a token.
+"""
+
+from .exceptions import DependencyError
+from .hashing import combine, fingerprint, tokenize
+
+__all__ = ["Node", "Input", "Const", "Call", "Item", "Cached", "Missing", "shape", "walk", "raw_inputs"]
+
+_NONE = object()
+
+
+class Node:
+    __slots__ = ("name", "missing", "_shape", "__weakref__")
+    leaf = False
+
+    def __init__(self, name, deps=()):
+        self.name = name
+        self._shape = None
+        missing = frozenset()
+        for dep in deps:
+            if dep.missing:
+                missing = missing | dep.missing
+        self.missing = missing
+
+    def deps(self):
+        return ()
+
+    def compute(self, ev):
+        raise NotImplementedError
+
+    def kind_token(self):
+        """The static token of this node itself (not of its inputs)."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class Input(Node):
+    __slots__ = ()
+    leaf = True
+    _interned = {}
+
+    def __new__(cls, name):
+        node = cls._interned.get(name)
+        if node is None:
+            node = cls._interned[name] = object.__new__(cls)
+            Node.__init__(node, name)
+        return node
+
+    def __init__(self, name):
+        pass
+
+    def __reduce__(self):
+        return Input, (self.name,)
+
+    def compute(self, ev):
+        try:
+            return ev.inputs[self.name]
+        except KeyError:
+            raise TypeError(f"missing input {self.name!r}") from None
+
+    def leaf_token(self, ev):
+        return tokenize(ev.value(self), what=f"the value of input {self.name!r}")
+
+
+class Const(Node):
+    __slots__ = ("value", "what")
+
+    def __init__(self, name, value, what=None):
+        super().__init__(name)
+        self.value, self.what = value, what or f"parameter {name!r}"
+
+    def compute(self, ev):
+        return self.value
+
+    def kind_token(self):
+        return tokenize(self.value, what=self.what)
+
+    def __repr__(self):
+        return f"Const({self.name!r}={self.value!r})"
+
+
+class Call(Node):
+    __slots__ = ("func", "args", "kwnames", "impure", "layer")
+
+    def __init__(self, name, func, args, kwnames=(), impure=False, layer=None):
+        super().__init__(name, args)
+        self.func, self.args, self.kwnames = func, tuple(args), tuple(kwnames)
+        self.impure, self.layer = impure, layer
+
+    @property
+    def leaf(self):
+        return self.impure
+
+    def deps(self):
+        return self.args
+
+    def compute(self, ev):
+        values = [ev.value(a) for a in self.args]
+        if self.kwnames:
+            n = len(values) - len(self.kwnames)
+            return self.func(*values[:n], **dict(zip(self.kwnames, values[n:])))
+        return self.func(*values)
+
+    def kind_token(self):
+        code = getattr(self.func, "__connectome_token__", None)
+        return combine("call", code() if code is not None else fingerprint(self.func), *self.kwnames)
+
+    def leaf_token(self, ev):
+        return tokenize(ev.value(self), what=f"the value of impure field {self.name!r}")
+
+    def __repr__(self):
+        flag = "impure " if self.impure else ""
+        return f"{flag}Call({self.name!r}, {getattr(self.func, '__name__', self.func)!r}, {[a.name for a in self.args]})"
+
+
+class Item(Node):
+    __slots__ = ("inner", "index")
+
+    def __init__(self, name, inner, index):
+        super().__init__(name, (inner,))
+        self.inner, self.index = inner, index
+
+    def deps(self):
+        return (self.inner,)
+
+    def compute(self, ev):
+        return ev.value(self.inner)[self.index]
+
+    def kind_token(self):
+        return combine("item", str(self.index))
+
+
+class Cached(Node):
+    """``inner`` looked up in ``binding.store()`` under ``(name, token)``; computed and stored on a miss."""
+
+    __slots__ = ("inner", "binding")
+
+    def __init__(self, name, inner, binding):
+        super().__init__(name, (inner,))
+        self.inner, self.binding = inner, binding
+
+    def deps(self):
+        return (self.inner,)
+
+    def compute(self, ev):
+        return self.binding.load_or_compute(self.name, ev.token(self), lambda: ev.value(self.inner))
+
+    def __repr__(self):
+        return f"Cached({self.name!r}, {self.binding!r})"
+
+
+class Missing(Node):
+    """An unavailable input. ``soft``: it was an optional field dropped upstream."""
+
+    __slots__ = ("layer", "soft")
+
+    def __init__(self, name, layer, soft=False):
+        super().__init__(name)
+        self.layer, self.soft = layer, soft
+        self.missing = frozenset([self])
+
+    def compute(self, ev):
+        raise DependencyError(f"{self.layer}: the input {self.name!r} is not available")
+
+
+def shape(node):
+    """``(template, leaves)`` of a node, computed once per node (see the module docstring)."""
+    s = node._shape
+    if s is not None:
+        return s
+    if isinstance(node, Cached):
+        s = shape(node.inner)
+    elif node.leaf:
+        s = ("", (node,))
+    else:
+        parts, leaves, index = [], [], {}
+        for dep in node.deps():
+            template, dep_leaves = shape(dep)
+            for leaf in dep_leaves:
+                if leaf not in index:
+                    index[leaf] = len(leaves)
+                    leaves.append(leaf)
+            parts.append(combine(template, *[str(index[x]) for x in dep_leaves]) if dep_leaves else template)
+        s = (combine(node.kind_token(), *parts), tuple(leaves))
+    node._shape = s
+    return s
+
+
+def walk(roots):
+    """All nodes reachable from ``roots``, dependencies first (a topological order)."""
+    order, seen = [], set()
+    stack = [(r, False) for r in reversed(list(roots))]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.append((node, True))
+        stack.extend((d, False) for d in reversed(node.deps()) if d not in seen)
+    return order
+
+
+def raw_inputs(roots):
+    """The sorted names of the ``Input`` nodes that ``roots`` depend on."""
+    return sorted({n.name for n in walk(roots) if isinstance(n, Input)})
