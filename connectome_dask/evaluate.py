@@ -38,11 +38,15 @@ class Evaluation:
             if not leaves:
                 token = template
             elif len(leaves) == 1 and leaves[0] is node:
-                token = node.leaf_token(self)
+                token = self.leaf_token(node)
             else:
                 token = combine(template, *[self.token(leaf) for leaf in leaves])
             self.tokens[node] = token
         return token
+
+    def leaf_token(self, node):
+        """The token of a leaf (an input's or impure value's); ``graph`` overrides it for keys."""
+        return node.leaf_token(self)
 
 
 def evaluate(nodes, inputs):

@@ -123,6 +123,12 @@ class CallableLayer(Layer):
 
         return persist(self, client, ids=ids, fields=fields, errors=errors, wait=wait, progress=progress)
 
+    def to_dask(self, fields=None, ids=None):
+        """Many fields × many ids as one dask collection; see :func:`connectome_dask.collection.to_dask`."""
+        from ..collection import to_dask
+
+        return to_dask(self, fields, ids)
+
     def _wrap(self, func, inputs, outputs=None, final=None):
         return self._decorate(inputs, outputs, final)(func)
 
@@ -186,7 +192,7 @@ class Field:
 
     def delayed(self, *args, **kwargs):
         """A lazy ``dask.delayed.Delayed`` whose ``.compute()`` equals ``self(*args, **kwargs)``."""
-        from ..graph import delayed
+        from ..collection import delayed
 
         return delayed(self, self._bind(args, kwargs))
 
