@@ -35,3 +35,21 @@ def counter(tmp_path):
 @pytest.fixture
 def cache_root(tmp_path):
     return os.fspath(tmp_path / "cache")
+
+
+# Worker processes of the clusters started by the tests must import the test modules (layers
+# declared there are pickled by reference, like any importable user module).
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_TESTS, os.environ.get("PYTHONPATH")) if p)
+
+
+@pytest.fixture(scope="session")
+def client():
+    """A real 2-process LocalCluster shared by the tests of a session."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=40)
+    with Client(cluster, set_as_default=False) as c:
+        yield c
+    cluster.close()

@@ -1,0 +1,222 @@
+"""Cache layers: ``CacheToRam``, ``CacheToDisk`` and ``CacheColumns``.
+
+A cache layer replaces each cached field's node by a ``Cached`` node around it: same token
+(caches are transparent to hashing), but evaluation first asks a store for ``(field, token)``.
+The store is reached through a *binding*, the small picklable object that travels inside dask
+tasks:
+
+* :class:`RamBinding` names a per-process :class:`~connectome_dask.cache.memory.MemoryStore`
+  by a uid; unpickled on a dask worker it resolves to that worker process's own store (never
+  ``Worker.data``). A new uid is drawn each time the layer is connected into a chain, as in
+  connectome (one ``CacheToRam`` placed in two chains does not share entries).
+* :class:`DiskBinding` holds an :class:`~connectome_dask.cache.hdf5.HDF5Store` (a root folder and
+  options; no open handles), so every worker writes entries straight into the shared root.
+
+At chain construction each cache layer checks that no cached field has an ``@impure`` ancestor
+(``ValueError`` unless ``impure=True``).
+"""
+
+import threading
+import uuid
+
+from ..cache.hdf5 import HDF5Store
+from ..cache.memory import MemoryStore
+from ..cache.store import MISSING
+from ..hashing import combine
+from ..nodes import Cached, walk
+from ..plan import Plan
+from .base import Layer, as_names
+
+__all__ = ["CacheLayer", "CacheToRam", "CacheToDisk", "RamBinding", "DiskBinding"]
+
+_STORES = {}
+_STORES_LOCK = threading.Lock()
+
+
+class RamBinding:
+    """A per-process RAM store, identified by ``uid`` (see the module docstring)."""
+
+    __slots__ = ("uid", "size", "max_bytes", "token")
+
+    def __init__(self, uid, size=None, max_bytes=None):
+        self.uid, self.size, self.max_bytes = uid, size, max_bytes
+        self.token = combine("ram", uid)
+
+    def store(self):
+        store = _STORES.get(self.uid)
+        if store is None:
+            with _STORES_LOCK:
+                store = _STORES.get(self.uid)
+                if store is None:
+                    kwargs = {} if self.max_bytes is None else {"max_bytes": self.max_bytes}
+                    store = _STORES[self.uid] = MemoryStore(size=self.size, **kwargs)
+        return store
+
+    def load_or_compute(self, field, token, compute):
+        store = self.store()
+        value = store.get(field, token)
+        if value is MISSING:
+            value = compute()
+            store.set(field, token, value)
+        return value
+
+    def contains(self, field, token):
+        return self.store().contains(field, token)
+
+    def __reduce__(self):
+        return RamBinding, (self.uid, self.size, self.max_bytes)
+
+    def __repr__(self):
+        return f"RamBinding({self.uid[:8]})"
+
+
+class DiskBinding:
+    """An HDF5 store shared by every process that can see its root."""
+
+    __slots__ = ("_store", "token")
+
+    def __init__(self, store):
+        self._store = store
+        self.token = combine("hdf5", str(store.root))
+
+    def store(self):
+        return self._store
+
+    def load_or_compute(self, field, token, compute):
+        value = self._store.get(field, token)
+        if value is MISSING:
+            value = compute()
+            self._store.set(field, token, value)
+        return value
+
+    def contains(self, field, token):
+        return self._store.contains(field, token)
+
+    def __reduce__(self):
+        return DiskBinding, (self._store,)
+
+    def __repr__(self):
+        return f"DiskBinding({self._store.root})"
+
+
+class CacheLayer(Layer):
+    """Base class of the cache layers: cached fields keep their values and tokens."""
+
+    _all_by_default = False
+
+    def __init__(self, names, impure):
+        self._names = None if names is None else frozenset(as_names(names))
+        self._impure = impure
+
+    def _cached_names(self, prev):
+        if self._names is None:
+            return list(prev.fields) if self._all_by_default else []
+        return [n for n in prev.fields if n in self._names]  # unknown names are ignored, as connectome
+
+    def _binding(self):
+        raise NotImplementedError
+
+    def _connect(self, prev):
+        binding = self._binding()
+        fields = dict(prev.fields)
+        for name in self._cached_names(prev):
+            fields[name] = Cached(name, prev.fields[name], binding)
+        return Plan(fields, prev.metas, prev.persistent, prev.virtual, prev.dropped,
+                    prev.backward + (dict,), prev.broken)
+
+    def _prepare(self, prev):
+        if self._impure:
+            return
+        for name in self._cached_names(prev):
+            impure = [n.name for n in walk([prev.fields[name]]) if getattr(n, "impure", False)]
+            if impure:
+                raise ValueError(
+                    f"{type(self).__name__}: the field {name!r} depends on the impure {sorted(set(impure))}, so its "
+                    "cached value would be stale. Cache only pure fields, or pass impure=True to cache anyway"
+                )
+
+
+class CacheToRam(CacheLayer):
+    """Keep field values in this process's RAM (on a dask worker: that worker's).
+
+    ``names``: None caches every field; ``size``: LRU entries per field (None: unbounded);
+    ``max_bytes``: bound on the bytes held by one store (default: see ``MemoryStore``).
+
+    >>> from connectome_dask import Source, CacheToRam, meta
+    >>> class Numbers(Source):
+    ...     @meta
+    ...     def ids():
+    ...         return [1, 2]
+    ...     def value(i):
+    ...         return i * 10
+    >>> ds = Numbers() >> CacheToRam(size=100)
+    >>> ds.value(2), ds.value(2)
+    (20, 20)
+    """
+
+    _all_by_default = True
+
+    def __init__(self, names=None, *, size=None, impure=False, max_bytes=None):
+        super().__init__(names, impure)
+        self._size, self._max_bytes = size, max_bytes
+        self._uids = []
+
+    def _binding(self):
+        uid = uuid.uuid4().hex
+        self._uids.append(uid)
+        return RamBinding(uid, self._size, self._max_bytes)
+
+    def _clear(self):
+        """Empty every store this layer created (in this process)."""
+        for uid in self._uids:
+            store = _STORES.get(uid)
+            if store is not None:
+                store.clear()
+
+    def __reduce__(self):
+        names = None if self._names is None else sorted(self._names)
+        return _ram, (names, self._size, self._impure, self._max_bytes)
+
+    def __repr__(self):
+        return f"CacheToRam({'' if self._names is None else ', '.join(sorted(self._names))})"
+
+
+def _ram(names, size, impure, max_bytes):
+    return CacheToRam(names, size=size, impure=impure, max_bytes=max_bytes)
+
+
+class CacheToDisk(CacheLayer):
+    """Persist field values as HDF5 files under ``root`` (one immutable file per entry).
+
+    ``names``: the fields to cache (required: None caches nothing, as connectome's ``.simple``);
+    ``serializer``: a ``connectome_dask.serializers`` policy (default: native HDF5 types only,
+    no pickle); ``compression``: None, ``"gzip"``, ``"lzf"`` or an hdf5plugin filter.
+    """
+
+    def __init__(self, root, names=None, *, serializer=None, compression=None, impure=False, labels=None):
+        super().__init__(names, impure)
+        self._store = HDF5Store(root, compression=compression, serializer=serializer)
+        self._options = dict(serializer=serializer, compression=compression, labels=labels)
+
+    @classmethod
+    def simple(cls, *names, root, serializer=None, compression=None, labels=None):
+        """``CacheToDisk.simple('image', 'mask', root='cache/')`` (connectome's form)."""
+        return cls(root, names, serializer=serializer, compression=compression, labels=labels)
+
+    def _binding(self):
+        return DiskBinding(self._store)
+
+    @property
+    def root(self):
+        return self._store.root
+
+    def __reduce__(self):
+        names = None if self._names is None else sorted(self._names)
+        return _disk, (self._store.root, names, self._impure, self._options)
+
+    def __repr__(self):
+        return f"CacheToDisk({', '.join(sorted(self._names or ()))})"
+
+
+def _disk(root, names, impure, options):
+    return CacheToDisk(root, names, impure=impure, **options)

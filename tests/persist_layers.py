@@ -1,0 +1,56 @@
+"""Module-level layers used by the persist tests (importable by worker processes)."""
+
+import os
+import time
+
+import numpy as np
+
+from connectome_dask import CacheToDisk, CacheToRam, Source, Transform, meta
+
+
+def log_call(path, tag):
+    with open(path, "a") as f:
+        f.write(tag + "\n")
+
+
+class Scans(Source):
+    _log: str
+    _n: int = 8
+
+    @meta
+    def ids(_n):
+        return [f"s{i:02d}" for i in range(_n)]
+
+    def image(key, _log):
+        log_call(_log, "image")
+        return np.full((8, 8, 8), int(key[1:]), dtype=np.float32)
+
+    def mask(key, _log):
+        log_call(_log, "mask")
+        return np.arange(512).reshape(8, 8, 8) % (int(key[1:]) + 2) == 0
+
+
+class Normalize(Transform):
+    __inherit__ = True
+    _log: str
+    _fail: tuple = ()
+    _die_once: str = ""
+    _sleep: float = 0.0
+
+    def image(image, id, _log, _fail, _die_once, _sleep):
+        log_call(_log, "normalize")
+        time.sleep(_sleep)
+        if id in _fail:
+            raise ValueError(f"bad scan {id}")
+        if _die_once and id == "s03" and not os.path.exists(_die_once):
+            open(_die_once, "w").close()
+            os._exit(1)  # the worker process dies mid-task
+        return (image - image.mean()) / (image.std() + 1)
+
+
+def pipeline(log, root, **options):
+    return Scans(log=log) >> Normalize(log=log, **options) >> CacheToDisk.simple("image", "mask", root=root)
+
+
+def ram_pipeline(log, root):
+    return pipeline(log, root) >> CacheToRam(["image"])

@@ -1,0 +1,163 @@
+"""`pipeline.persist(client)`: parallel cache population on real clusters."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from connectome_dask.exceptions import PersistError
+from persist_layers import Scans, pipeline, ram_pipeline
+
+pytestmark = pytest.mark.cluster
+
+
+def test_persist_fills_the_disk_cache_and_is_idempotent(client, counter, cache_root):
+    ds = pipeline(counter.path, cache_root)
+    report = ds.persist(client, progress=False)
+    assert (report.computed, report.cached, report.failed) == (8, 0, {})
+    assert counter.count("image") == 8 and counter.count("mask") == 8
+    counter.reset()
+    again = pipeline(counter.path, cache_root)
+    report = again.persist(client, progress=False)
+    assert (report.computed, report.cached) == (0, 8)
+    assert counter.count() == 0  # nothing upstream of a hit ran
+    for key in again.ids:
+        np.testing.assert_array_equal(again.image(key), pipeline(counter.path, cache_root).image(key))
+    assert counter.count() == 0
+    plain = Scans(log=counter.path)
+    np.testing.assert_array_equal(again.mask("s05"), plain.mask("s05"))
+
+
+def test_subsets_of_ids_and_fields(client, counter, cache_root):
+    ds = pipeline(counter.path, cache_root)
+    report = ds.persist(client, ids=["s01", "s02"], fields=["mask"], progress=False)
+    assert report.computed == 2 and counter.count("mask") == 2 and counter.count("image") == 0
+    report = ds.persist(client, ids=["s01", "s02", "s03"], progress=False)
+    assert (report.computed, report.cached) == (3, 0)  # s01/s02 still missed their image
+    assert counter.count("mask") == 3
+
+
+def test_failures_are_reported_per_id_and_others_stored(client, counter, cache_root):
+    ds = pipeline(counter.path, cache_root, fail=("s02", "s05"))
+    report = ds.persist(client, errors="report", progress=False)
+    assert report.computed == 6 and report.cached == 0
+    assert sorted(report.failed) == ["s02", "s05"]
+    assert all(isinstance(e, ValueError) and "bad scan" in str(e) for e in report.failed.values())
+    with pytest.raises(PersistError) as info:
+        ds.persist(client, progress=False)
+    assert isinstance(info.value, RuntimeError)
+    assert info.value.report.cached == 6 and sorted(info.value.report.failed) == ["s02", "s05"]
+
+
+def test_wait_false_returns_futures(client, counter, cache_root):
+    from distributed import wait
+
+    job = pipeline(counter.path, cache_root).persist(client, wait=False)
+    assert len(job.futures) == 8
+    wait(job.futures)
+    report = job.result(timeout=60)
+    assert report.computed == 8
+
+
+def test_ram_caches_of_the_workers_are_filled(client, counter, cache_root):
+    ds = ram_pipeline(counter.path, cache_root)
+    ds.persist(client, progress=False)
+
+    def held():
+        from connectome_dask.layers.cache import _STORES
+
+        return sum(len(store) for store in _STORES.values())
+
+    assert sum(client.run(held).values()) >= 8
+
+
+def test_progress_bar_is_drawn(client, counter, cache_root, capsys):
+    pipeline(counter.path, cache_root).persist(client)
+    assert "persist" in capsys.readouterr().err
+
+
+def test_killed_worker_is_survived(client, counter, cache_root, tmp_path):
+    marker = str(tmp_path / "died")
+    report = pipeline(counter.path, cache_root, die_once=marker).persist(client, errors="report", progress=False)
+    assert os.path.exists(marker)
+    assert report.computed + report.cached + len(report.failed) == 8
+    assert report.computed == 8, report.failed
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_embedded_default(counter, cache_root):
+    ds = pipeline(counter.path, cache_root)
+    report = ds.persist(progress=False)
+    assert report.computed == 8
+    assert ds.persist(progress=False).computed == 0
+
+
+@pytest.mark.slow
+def test_dask_scheduler_and_worker_processes(counter, cache_root, tmp_path):
+    scheduler_file = str(tmp_path / "scheduler.json")
+    env = {**os.environ}
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                               "--port", "0", "--no-dashboard", "--scheduler-file", scheduler_file], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--nthreads", "1",
+                                           "--no-dashboard", "--scheduler-file", scheduler_file], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        deadline = time.time() + 60
+        while not os.path.exists(scheduler_file) and time.time() < deadline:
+            time.sleep(0.2)
+        with Client(scheduler_file=scheduler_file, set_as_default=False) as c:
+            c.wait_for_workers(2, timeout=60)
+            report = pipeline(counter.path, cache_root).persist(c, progress=False)
+            assert report.computed == 8
+            assert len({w for w in c.scheduler_info()["workers"]}) == 2
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_and_leaves_the_cache_valid(counter, cache_root, tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from persist_layers import Scans, Normalize
+        from connectome_dask import CacheToDisk
+        if __name__ == "__main__":
+            ds = Scans(log={counter.path!r}, n=40) >> Normalize(log={counter.path!r}, sleep=0.3) \\
+                >> CacheToDisk.simple("image", root={cache_root!r})
+            print("started", flush=True)
+            ds.persist(progress=False)
+    """)
+    (tmp_path / "job.py").write_text(script)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "job.py")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "CONNECTOME_DASK_WORKERS": "2"})
+    assert proc.stdout.readline().strip() == "started"
+    deadline = time.time() + 60
+    while counter.count("normalize") < 4 and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    done = counter.count("normalize")
+    assert done < 40  # the remaining work was cancelled
+    ds = Scans(log=counter.path, n=40) >> pipeline_tail(counter.path, cache_root)
+    report = ds.persist(progress=False, errors="raise")
+    assert report.computed + report.cached == 40 and report.cached >= 1
+
+
+def pipeline_tail(log, root):
+    from connectome_dask import CacheToDisk
+    from persist_layers import Normalize
+
+    return Normalize(log=log, sleep=0.3) >> CacheToDisk.simple("image", root=root)
