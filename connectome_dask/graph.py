@@ -135,9 +135,9 @@ class _KeyTokens(Evaluation):
         self.nonce = nonce
 
     def leaf_token(self, node):
-        if isinstance(node, Input):
-            return node.leaf_token(self)
-        return combine("impure", self.nonce, node.kind_token(), *[self.token(a) for a in node.deps()])
+        if getattr(node, "impure", False):
+            return combine("impure", self.nonce, node.kind_token(), *[self.token(a) for a in node.deps()])
+        return node.leaf_token(self)
 
 
 def task_key(node, token):
