@@ -1,0 +1,214 @@
+"""Deterministic tokens of values: parameters, entry keys, constants.
+
+``tokenize(value)`` hashes a canonical byte encoding of ``value`` with blake2b (16 bytes, hex).
+The encoding is ours, not dask's, so a dask upgrade never invalidates a cache. It depends only on
+content and type: never on ``id()``, memory addresses, ``PYTHONHASHSEED``, set or dict iteration
+order (dicts and sets are encoded in a canonical sorted order), or the process.
+
+Supported: None, bool, int (any size), float, complex, str, bytes, bytearray, tuple, list, dict,
+set, frozenset, slice, range, ``pathlib`` paths, numpy arrays (dtype, shape, bytes; object arrays
+element-wise) and scalars, enums, dataclasses, ``functools.partial``, functions and classes
+(through :func:`~connectome_dask.hashing.code.fingerprint`), modules (by name and version), and
+objects with a ``__dask_tokenize__`` or ``__connectome_token__`` method. Anything else must be
+registered with :data:`normalize_token`; otherwise :class:`HashingError` — never a random token
+(a false miss) nor a partial one (a stale hit).
+"""
+
+import dataclasses
+import enum
+import functools
+import hashlib
+import pathlib
+import types
+
+from ..exceptions import HashingError
+
+__all__ = ["tokenize", "combine", "normalize_token", "digest"]
+
+
+def digest(data):
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def combine(*parts):
+    """The token of an ordered sequence of tokens or strings (one Merkle step)."""
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
+class _Registry:
+    """``@normalize_token.register(MyType)``: a function mapping instances to a tokenizable value."""
+
+    def __init__(self):
+        self._handlers = {}
+
+    def register(self, cls, func=None):
+        if func is None:
+            return lambda f: self.register(cls, f)
+        for c in cls if isinstance(cls, tuple) else (cls,):
+            self._handlers[c] = func
+        return func
+
+    def lookup(self, cls):
+        for c in cls.__mro__:
+            handler = self._handlers.get(c)
+            if handler is not None:
+                return handler
+        return None
+
+
+normalize_token = _Registry()
+
+
+@normalize_token.register(__import__("logging").Logger)
+def _logger(logger):
+    return ("logging.Logger", logger.name)
+
+
+def tokenize(value, *, what=None):
+    """A deterministic hex token of ``value``; ``what`` names it in a ``HashingError``."""
+    t = type(value)
+    if t is str:
+        return digest(b"s" + value.encode("utf-8", "surrogatepass"))
+    if t is int:
+        return digest(b"i%d" % value)
+    out = []
+    _encode(value, out, what, set())
+    return digest(b"".join(out))
+
+
+def _encode(obj, out, what, active):
+    t = type(obj)
+    if obj is None:
+        out.append(b"N")
+    elif t is bool:
+        out.append(b"T" if obj else b"F")
+    elif t is int:
+        out.append(b"i%d;" % obj)
+    elif t is float:
+        out.append(b"f" + obj.hex().encode() + b";")
+    elif t is complex:
+        out.append(b"c" + obj.real.hex().encode() + b"," + obj.imag.hex().encode() + b";")
+    elif t is str:
+        data = obj.encode("utf-8", "surrogatepass")
+        out.append(b"s%d:" % len(data) + data)
+    elif t in (bytes, bytearray):
+        out.append(b"y%d:" % len(obj) + bytes(obj))
+    elif t in (tuple, list, dict, set, frozenset):
+        _container(obj, out, what, active)
+    else:
+        _other(obj, out, what, active)
+
+
+def _container(obj, out, what, active):
+    if id(obj) in active:
+        raise HashingError(f"cannot hash {what or 'a value'}: the {type(obj).__name__} contains itself")
+    active.add(id(obj))
+    try:
+        if isinstance(obj, (tuple, list)):
+            out.append(b"(%d:" % len(obj) if type(obj) is tuple else b"[%d:" % len(obj))
+            for item in obj:
+                _encode(item, out, what, active)
+        elif isinstance(obj, dict):
+            items = sorted(_pieces(k, what, active) + _pieces(v, what, active) for k, v in obj.items())
+            out.append(b"{%d:" % len(items) + b"".join(items))
+        else:
+            items = sorted(_pieces(x, what, active) for x in obj)
+            out.append(b"<%d:" % len(items) + b"".join(items))
+    finally:
+        active.discard(id(obj))
+
+
+def _pieces(obj, what, active):
+    out = []
+    _encode(obj, out, what, active)
+    data = b"".join(out)
+    return b"%d:" % len(data) + data
+
+
+def _other(obj, out, what, active):
+    from .code import fingerprint, reference
+
+    t = type(obj)
+    handler = normalize_token.lookup(t)
+    if handler is not None:
+        out.append(b"R" + reference(t).encode() + b":")
+        _encode(handler(obj), out, what, active)
+        return
+    np = _numpy()
+    if np is not None and isinstance(obj, (np.ndarray, np.generic)):
+        _numpy_value(np, obj, out, what, active)
+        return
+    custom = getattr(obj, "__connectome_token__", None)
+    if custom is not None and not isinstance(obj, type):
+        out.append(b"K" + custom().encode())
+        return
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type,
+                        functools.partial)) or (np is not None and isinstance(obj, np.ufunc)):
+        out.append(b"F" + fingerprint(obj).encode())
+        return
+    if isinstance(obj, types.ModuleType):
+        out.append(b"M" + reference(obj).encode())
+        return
+    if isinstance(obj, pathlib.PurePath):
+        out.append(b"P")
+        _encode(obj.as_posix(), out, what, active)
+        return
+    if isinstance(obj, enum.Enum):
+        out.append(b"E" + fingerprint(t).encode())
+        _encode(obj.name, out, what, active)
+        return
+    if isinstance(obj, (slice, range)):
+        out.append(b"S" if isinstance(obj, slice) else b"G")
+        _encode((obj.start, obj.stop, obj.step), out, what, active)
+        return
+    if dataclasses.is_dataclass(obj):
+        out.append(b"D" + fingerprint(t).encode())
+        _encode(tuple((f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)), out, what, active)
+        return
+    if isinstance(obj, (tuple, list, dict, set, frozenset, str, bytes, int, float)):  # subclasses
+        out.append(b"X" + fingerprint(t).encode())
+        _encode(_builtin_base(obj), out, what, active)
+        return
+    method = getattr(obj, "__dask_tokenize__", None)
+    if method is not None and callable(method):
+        out.append(b"Q" + reference(t).encode() + b":")
+        _encode(method(), out, what, active)
+        return
+    raise HashingError(
+        f"cannot hash {what or 'a value'} of type {t.__module__}.{t.__qualname__} deterministically. "
+        "Pass a value that hashes by content (numbers, strings, tuples, dicts, numpy arrays, paths, "
+        "dataclasses), or register the type: "
+        "`@connectome_dask.hashing.normalize_token.register(MyType) def _(obj): return <its content>`"
+    )
+
+
+def _builtin_base(obj):
+    for base in (bool, int, float, str, bytes, tuple, list, dict, frozenset, set):
+        if isinstance(obj, base):
+            return base(obj)
+    return obj
+
+
+def _numpy_value(np, obj, out, what, active):
+    arr = np.asarray(obj)
+    kind = b"a" if isinstance(obj, np.ndarray) else b"g"
+    out.append(kind + arr.dtype.str.encode() + b"|" + repr(arr.shape).encode() + b"|")
+    if arr.dtype.hasobject:
+        _encode([x for x in arr.ravel(order="C").tolist()], out, what, active)
+        return
+    if arr.dtype.fields is not None:
+        out.append(repr(arr.dtype.descr).encode())
+    out.append(np.ascontiguousarray(arr).tobytes())
+
+
+@functools.lru_cache(maxsize=None)
+def _numpy_module():
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        return None
+    return numpy
+
+
+def _numpy():
+    return _numpy_module()
