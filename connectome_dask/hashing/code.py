@@ -28,6 +28,7 @@ import importlib.metadata
 import os
 import sys
 import sysconfig
+import threading
 import types
 import weakref
 
@@ -42,6 +43,7 @@ _UNSTABLE_MODULES = set()
 _FORCED = weakref.WeakKeyDictionary()
 _CODE_MEMO = {}
 _INSTALLED_MEMO = {}
+_LOCAL = threading.local()
 
 
 def unstable_module(module_name):
@@ -63,7 +65,14 @@ def is_unstable(obj):
 
 def fingerprint(obj):
     """A deterministic hex token identifying the code of a callable or class."""
-    return _Fingerprinter().token(obj)
+    current = getattr(_LOCAL, "current", None)
+    if current is not None:  # nested, e.g. through a value that refers back to code being hashed
+        return current.token(obj)
+    _LOCAL.current = current = _Fingerprinter()
+    try:
+        return current.token(obj)
+    finally:
+        _LOCAL.current = None
 
 
 def _installed_path(path):
@@ -230,7 +239,12 @@ class _Fingerprinter:
             if name in skip:
                 continue
             value = cls.__dict__[name]
-            parts += [name, self.value(value, f"the attribute {name!r} of class {cls.__qualname__}")]
+            try:
+                parts += [name, self.value(value, f"the attribute {name!r} of class {cls.__qualname__}")]
+            except HashingError:
+                if not (name.startswith("__") or name.startswith("_member")):
+                    raise
+                parts += [name, type(value).__qualname__]  # class machinery (dataclass fields, enum maps)
         spec = cls.__dict__.get("__layer_spec__")
         if spec is not None:  # a declared layer: its functions live in the spec, not the class dict
             for f in (*spec.fields, *spec.params, *spec.inverses):
