@@ -169,6 +169,10 @@ class Cached(Node):
     def compute(self, ev):
         return self.binding.load_or_compute(self.name, ev.token(self), lambda: ev.value(self.inner))
 
+    def is_stored(self, ev):
+        """Whether the store already holds this node's value for the entry of ``ev``."""
+        return self.binding.contains(self.name, ev.token(self))
+
     def __repr__(self):
         return f"Cached({self.name!r}, {self.binding!r})"
 

@@ -1,12 +1,13 @@
 """``pipeline.persist(client)``: fill every cache layer of a pipeline in parallel with dask.
 
-One task per entry: it evaluates every requested ``Cached`` node of that entry in one
-:class:`~connectome_dask.evaluate.Evaluation`, so upstream work shared by several cached fields
-runs once, a store that already holds an entry is not recomputed, and nothing upstream of a hit
-runs. Workers write HDF5 entries straight into the shared root (atomic publish), and a task
+Coarse tasks: each evaluates, for a batch of entries (one entry when there are few, more when
+there are thousands, a whole shard for ``CacheColumns``), every requested ``Cached`` node of an
+entry in one :class:`~connectome_dask.evaluate.Evaluation`, so upstream work shared by several
+cached fields runs once, a store that already holds an entry is not recomputed, and nothing
+upstream of a hit runs. Workers write HDF5 entries straight into the shared root (atomic publish), and a task
 returns only a short status, so the client holds no arrays. Tasks are keyed
-``f"{fields}-{token}"`` (the fields' names, then the entry's Merkle token), so the dashboard
-groups them by field.
+``f"{fields}-{token}"`` (the fields' names, then a token of the batch's entries), so the
+dashboard groups them by field.
 
 The task catches the user's exception and returns it; a task lost with its worker is retried by
 dask, and if it still fails its id is reported as failed with that error. After the call
@@ -21,7 +22,7 @@ from .exceptions import PersistError
 from .hashing import combine, tokenize
 from .nodes import Cached, Call, Input, walk
 
-__all__ = ["persist", "PersistReport", "PersistJob", "cached_nodes"]
+__all__ = ["persist", "PersistReport", "PersistJob", "PersistBatch", "cached_nodes"]
 
 
 @dataclasses.dataclass
@@ -44,18 +45,21 @@ class _Failure:
         self.error = error
 
 
-class PersistEntry:
-    """Task function: fill the caches of ``targets`` for one entry; returns a status."""
+class PersistBatch:
+    """Task function: fill the caches of ``targets`` for a batch of entries; a status per entry."""
 
     __slots__ = ("targets",)
 
     def __init__(self, targets):
         self.targets = targets
 
-    def __call__(self, key):
+    def __call__(self, keys):
+        return [self.entry(key) for key in keys]
+
+    def entry(self, key):
         ev = Evaluation({"id": key})
         try:
-            missing = [n for n in self.targets if not n.binding.contains(n.name, ev.token(n))]
+            missing = [n for n in self.targets if not n.is_stored(ev)]
             for node in missing:
                 ev.value(node)
         except Exception as e:  # noqa: BLE001 - the user's error is reported per id
@@ -64,7 +68,7 @@ class PersistEntry:
         return "computed" if computed else "cached"
 
     def __reduce__(self):
-        return PersistEntry, (self.targets,)
+        return PersistBatch, (self.targets,)
 
 
 def _picklable(error):
@@ -96,8 +100,8 @@ def _inputs(node):
 class PersistJob:
     """What ``persist(..., wait=False)`` returns: ``.futures`` and ``.result(timeout)``."""
 
-    def __init__(self, client, futures, ids, errors):
-        self.client, self.futures, self.ids, self._errors = client, futures, ids, errors
+    def __init__(self, client, futures, batches, errors):
+        self.client, self.futures, self.batches, self._errors = client, futures, batches, errors
 
     def result(self, timeout=None):
         from distributed import wait
@@ -106,26 +110,46 @@ class PersistJob:
         finished = [f for f in self.futures if f.status == "finished"]
         statuses = dict(zip([f.key for f in finished], self.client.gather(finished)))
         report = PersistReport()
-        for key, future in zip(self.ids, self.futures):
-            _count(report, key, future, statuses)
+        for batch, future in zip(self.batches, self.futures):
+            if future.key in statuses:
+                for key, status in zip(batch, statuses[future.key]):
+                    _count(report, key, status)
+            else:
+                error = _error_of(future)
+                for key in batch:
+                    report.failed[key] = error
         return _finish(report, self._errors)
 
 
-def _count(report, key, future, statuses):
-    if future.key in statuses:
-        status = statuses[future.key]
-        if isinstance(status, _Failure):
-            report.failed[key] = status.error
-        elif status == "computed":
-            report.computed += 1
-        else:
-            report.cached += 1
+def _count(report, key, status):
+    if isinstance(status, _Failure):
+        report.failed[key] = status.error
+    elif status == "computed":
+        report.computed += 1
     else:
-        try:
-            error = future.exception()
-        except BaseException as e:  # noqa: BLE001 - cancelled futures raise here
-            error = e
-        report.failed[key] = error if error is not None else RuntimeError(f"task {future.key} {future.status}")
+        report.cached += 1
+
+
+def _error_of(future):
+    try:
+        error = future.exception()
+    except BaseException as e:  # noqa: BLE001 - cancelled futures raise here
+        error = e
+    return error if error is not None else RuntimeError(f"task {future.key} {future.status}")
+
+
+def batches_of(ids, targets, workers):
+    """Entries per task: one each for few ids (heavy entries balance best), enough per task to keep
+    the scheduler's per-task cost small for many ids, and whole shards for ``CacheColumns``."""
+    size = max(1, len(ids) // (max(workers, 1) * 50))
+    sharded = [n for n in targets if hasattr(n.binding, "shards")]
+    if sharded:
+        index, _ = sharded[0].binding.shards()
+        groups = {}
+        for key in ids:
+            groups.setdefault(index.get(key), []).append(key)
+        return list(groups.values())
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
 def _finish(report, errors):
@@ -147,23 +171,23 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
     from .cluster import resolve_client
 
     client = resolve_client(client)
+    batches = batches_of(ids, targets, len(client.scheduler_info().get("workers", ())) or 1)
     prefix = "-".join(names) or "persist"
     structure = combine(*(combine(n.name, n.binding.token) for n in targets))
-    keys = [f"{prefix}-{combine(structure, tokenize(i, what='an entry key'))}" for i in ids]
-    task = PersistEntry(tuple(targets))
-    futures = client.map(task, ids, key=keys, pure=False) if ids else []
-    job = PersistJob(client, futures, ids, errors)
+    keys = [f"{prefix}-{combine(structure, *(tokenize(i, what='an entry key') for i in b))}" for b in batches]
+    futures = client.map(PersistBatch(tuple(targets)), batches, key=keys, pure=False) if batches else []
+    job = PersistJob(client, futures, batches, errors)
     if not wait:
         return job
     try:
-        _progress(futures, progress)
+        _progress(futures, [len(b) for b in batches], progress)
     except KeyboardInterrupt:
         client.cancel(futures)
         raise
     return job.result()
 
 
-def _progress(futures, enabled):
+def _progress(futures, sizes, enabled):
     from distributed import as_completed
 
     if not enabled or not futures:
@@ -172,6 +196,7 @@ def _progress(futures, enabled):
         return
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(futures), desc="persist", unit="entry", file=sys.stderr) as bar:
-        for _ in as_completed(futures):
-            bar.update(1)
+    size_of = {f.key: n for f, n in zip(futures, sizes)}
+    with tqdm(total=sum(sizes), desc="persist", unit="entry", file=sys.stderr) as bar:
+        for future in as_completed(futures):
+            bar.update(size_of[future.key])

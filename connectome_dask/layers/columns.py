@@ -1,0 +1,146 @@
+"""``CacheColumns``: a disk cache for many small entries, stored one HDF5 file per *shard*.
+
+The previous layer's ``ids`` are sorted and cut into shards (``shard_size``: None → one shard;
+an int n → n consecutive ids; a float f → ``ceil(f * len(ids))``). Reading one id loads — or
+computes and writes — its whole shard: a tuple of the field's values in id order, stored under
+the combined token of its entries, so editing the code or parameters still invalidates it. A
+loaded shard is kept in a per-process RAM table so the other ids of the shard are served from
+memory. Field tokens are unchanged (the node is a ``Cached`` node, transparent to hashing).
+"""
+
+import math
+import threading
+
+from ..cache.hdf5 import HDF5Store
+from ..cache.store import MISSING
+from ..evaluate import Evaluation
+from ..exceptions import DependencyError
+from ..hashing import combine
+from ..nodes import Cached, Input, walk
+from .cache import CacheLayer
+
+__all__ = ["CacheColumns"]
+
+_SHARDS = {}  # (root, field, shard token) -> {id: value}, per process
+_SHARDS_LOCK = threading.Lock()
+
+
+class ShardBinding:
+    """The HDF5 store of a ``CacheColumns`` layer plus how its ids are cut into shards."""
+
+    __slots__ = ("store", "shard_size", "ids_node", "token", "_shards")
+
+    def __init__(self, store, shard_size, ids_node):
+        self.store, self.shard_size, self.ids_node = store, shard_size, ids_node
+        self.token = combine("columns", str(store.root))
+        self._shards = None
+
+    def __reduce__(self):
+        return ShardBinding, (self.store, self.shard_size, self.ids_node)
+
+    def shards(self):
+        """``({id: shard index}, [tuple of ids per shard])``, computed once."""
+        if self._shards is None:
+            ids = sorted(Evaluation({}).value(self.ids_node))
+            size = self.shard_size
+            if size is None:
+                size = max(len(ids), 1)
+            elif isinstance(size, float):
+                size = max(1, math.ceil(size * len(ids)))
+            groups = [tuple(ids[i:i + size]) for i in range(0, len(ids), size)]
+            self._shards = ({k: i for i, group in enumerate(groups) for k in group}, groups)
+        return self._shards
+
+    def shard_of(self, key, layer):
+        index, groups = self.shards()
+        try:
+            return groups[index[key]]
+        except (KeyError, TypeError):
+            raise ValueError(f"{layer}: the key {key!r} is not in ids; CacheColumns only caches the ids "
+                             "of the previous layer") from None
+
+
+class Sharded(Cached):
+    """A field cached in shards: computing one entry loads or computes its whole shard."""
+
+    __slots__ = ()
+
+    def _shard(self, ev):
+        binding = self.binding
+        group = binding.shard_of(ev.value(Input("id")), "CacheColumns")
+        evaluations = [Evaluation({"id": k}) for k in group]
+        token = combine(*(e.token(self.inner) for e in evaluations))
+        return group, evaluations, token
+
+    def is_stored(self, ev):
+        _, _, token = self._shard(ev)
+        return (self.binding.store.root, self.name, token) in _SHARDS or self.binding.store.contains(self.name, token)
+
+    def compute(self, ev):
+        key = ev.value(Input("id"))
+        group, evaluations, token = self._shard(ev)
+        memo_key = (self.binding.store.root, self.name, token)
+        values = _SHARDS.get(memo_key)
+        if values is None:
+            stored = self.binding.store.get(self.name, token)
+            if stored is MISSING:
+                stored = tuple(key_ev.value(self.inner) for key_ev in evaluations)
+                self.binding.store.set(self.name, token, stored)
+            values = dict(zip(group, stored))
+            with _SHARDS_LOCK:
+                _SHARDS[memo_key] = values
+        return values[key]
+
+
+class CacheColumns(CacheLayer):
+    """Cache ``names`` on disk in shards of ids (connectome's ``CacheColumns``).
+
+    ``CacheColumns.simple('label', 'spacing', root='cache/', shard_size=100)``, or connectome's
+    long form ``CacheColumns(index, storage, serializer, names, shard_size=...)`` with plain folders
+    (the entries live under ``storage``; tokens address them, so ``index`` holds nothing).
+    """
+
+    def __init__(self, index, storage, serializer, names, *, verbose=False, shard_size=None, labels=None,
+                 impure=False, compression=None):
+        if names is None or (not isinstance(names, str) and not list(names)):
+            raise ValueError("CacheColumns: name the fields to cache")
+        super().__init__(names, impure)
+        if shard_size is not None and (isinstance(shard_size, bool) or shard_size == 1 or shard_size <= 0
+                                       or not isinstance(shard_size, (int, float))):
+            raise ValueError(f"CacheColumns: shard_size must be None, an int > 1 or a fraction, got {shard_size!r}")
+        self._store = HDF5Store(storage, compression=compression, serializer=serializer)
+        self._shard_size, self._args = shard_size, (index, storage, serializer)
+        self._options = dict(verbose=verbose, shard_size=shard_size, labels=labels, compression=compression)
+
+    @classmethod
+    def simple(cls, *names, root, shard_size=None, serializer=None, compression=None):
+        return cls(None, root, serializer, names, shard_size=shard_size, compression=compression)
+
+    def _prepare(self, prev):
+        ids = prev.fields.get("ids")
+        inputs = {n.name for name in self._cached_names(prev) for n in walk([prev.fields[name]])
+                  if isinstance(n, Input)}
+        if ids is None or inputs - {"id"}:
+            raise DependencyError("CacheColumns needs a previous layer with an 'ids' field and a single "
+                                  f"key input 'id' (found inputs {sorted(inputs)}); put it after a Source")
+        super()._prepare(prev)
+
+    def _connect(self, prev):
+        plan = super()._connect(prev)
+        binding = ShardBinding(self._store, self._shard_size, prev.fields.get("ids"))
+        for name in self._cached_names(prev):
+            plan.fields[name] = Sharded(name, prev.fields[name], binding)
+        return plan
+
+    def _binding(self):
+        return None
+
+    def __reduce__(self):
+        return _columns, (self._args, sorted(self._names), self._impure, self._options)
+
+    def __repr__(self):
+        return f"CacheColumns({', '.join(sorted(self._names))})"
+
+
+def _columns(args, names, impure, options):
+    return CacheColumns(*args, names, impure=impure, **options)
