@@ -1,0 +1,242 @@
+"""CacheToRam, CacheToDisk and CacheColumns as a connectome user sees them (spec §7)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import cloudpickle
+import numpy as np
+import pytest
+
+import connectome_dask as connectome
+from connectome_dask import CacheColumns, CacheToDisk, CacheToRam, Source, Transform, impure, meta
+from connectome_dask.exceptions import DependencyError, SerializationError
+
+
+def counted_source(counter, factor=1):
+    class Numbers(Source):
+        @meta
+        def ids():
+            return [1, 2, 3, 4, 5]
+
+        def value(i):
+            counter("value")
+            return i * factor
+
+        def pair(i):
+            counter("pair")
+            return (i, {i: "x", "k": (1.5, None)})
+
+        def fails(i):
+            counter("fails")
+            raise KeyError(f"no entry {i}")
+
+    return Numbers()
+
+
+# --- CacheToRam ---------------------------------------------------------------------------------
+
+def test_ram_hits_do_not_recompute_and_are_per_key(counter):
+    ds = counted_source(counter) >> CacheToRam()
+    assert [ds.value(2), ds.value(2), ds.value(3)] == [2, 2, 3]
+    assert counter.count("value") == 2
+    assert dir(ds) == dir(counted_source(counter))
+
+
+def test_ram_names_size_clear_and_failures(counter):
+    cache = CacheToRam(["value", "unknown_is_ignored"], size=2)
+    ds = counted_source(counter) >> cache
+    for key in (1, 2, 1, 2, 3, 1):  # a b a b c evicts a; then a is recomputed
+        ds.value(key)
+    assert counter.count("value") == 4
+    ds.pair(1), ds.pair(1)
+    assert counter.count("pair") == 2  # not cached
+    with pytest.raises(KeyError):
+        ds.fails(1)
+    with pytest.raises(KeyError):
+        ds.fails(1)
+    assert counter.count("fails") == 2  # failures are not stored
+    cache._clear()
+    ds.value(2)
+    assert counter.count("value") == 5
+
+
+def test_ram_hit_returns_the_stored_object_and_downstream_layers_benefit(counter):
+    ds = counted_source(counter) >> CacheToRam() >> Transform(pair=lambda pair: pair[1])
+    first = ds.pair(4)
+    assert ds.pair(4) is first and counter.count("pair") == 1
+
+
+def test_ram_keys_follow_parameters_and_code(counter):
+    cache = CacheToRam()
+    assert (counted_source(counter, 2) >> cache).value(3) == 6
+    assert (counted_source(counter, 3) >> cache).value(3) == 9  # another closure value
+    assert counter.count("value") == 2
+
+
+def test_impure_fields_cannot_be_cached_unless_asked(counter):
+    class Noisy(Source):
+        @impure
+        def noise(i):
+            return np.random.rand()
+
+        def value(i):
+            return i
+
+    with pytest.raises(ValueError, match="impure"):
+        Noisy() >> CacheToRam()
+    Noisy() >> CacheToRam(["value"])  # caching only pure fields is fine
+    ds = Noisy() >> CacheToRam(impure=True)
+    assert ds.noise(1) != ds.noise(1)  # the impure value still changes the key
+
+
+# --- CacheToDisk ----------------------------------------------------------------------------------
+
+def test_disk_roundtrip_types_and_persistence(counter, cache_root):
+    ds = counted_source(counter) >> CacheToDisk.simple("value", "pair", root=cache_root)
+    computed = ds.pair(2)
+    again = (counted_source(counter) >> CacheToDisk.simple("value", "pair", root=cache_root)).pair(2)
+    assert computed == again and type(again) is tuple and type(again[1]) is dict and 2 in again[1]
+    assert counter.count("pair") == 1
+
+
+def test_disk_arrays_keep_dtype_and_shape(cache_root):
+    class Images(Source):
+        def image(i):
+            return np.arange(24, dtype=np.int16).reshape(2, 3, 4) * i
+
+        def mask(i):
+            return np.eye(3, dtype=bool)
+
+    ds = Images() >> CacheToDisk.simple("image", "mask", root=cache_root)
+    ds.image(2), ds.mask(2)
+    loaded = (Images() >> CacheToDisk.simple("image", "mask", root=cache_root))
+    image, mask = loaded.image(2), loaded.mask(2)
+    assert image.dtype == np.int16 and image.shape == (2, 3, 4) and mask.dtype == bool
+    np.testing.assert_array_equal(image, Images().image(2))
+
+
+def test_disk_only_listed_names_and_no_names_caches_nothing(counter, cache_root):
+    ds = counted_source(counter) >> CacheToDisk.simple(root=cache_root)
+    ds.value(1), ds.value(1)
+    assert counter.count("value") == 2
+    ds = counted_source(counter) >> CacheToDisk.simple("pair", root=cache_root)
+    ds.value(1), ds.pair(1), ds.pair(1)
+    assert counter.count("value") == 3 and counter.count("pair") == 1
+
+
+def test_foreign_root_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileNotFoundError):
+        CacheToDisk.simple("value", root=tmp_path)
+
+
+def test_disk_cache_is_shared_across_processes(counter, cache_root, tmp_path):
+    script = textwrap.dedent(f"""
+        from connectome_dask import Source, CacheToDisk
+        class Data(Source):
+            def value(i):
+                with open({counter.path!r}, "a") as f:
+                    f.write("value\\n")
+                return [i, str(i)]
+        ds = Data() >> CacheToDisk.simple("value", root={cache_root!r})
+        print(ds.value(7))
+    """)
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "[7, '7']"
+    assert counter.count("value") == 1
+
+
+def test_disk_invalidation_follows_code_and_parameters(counter, cache_root):
+    def pipeline(offset):
+        return counted_source(counter) >> Transform(value=lambda value, _o: value + _o, _o=lambda: offset) \
+            >> CacheToDisk.simple("value", root=cache_root)
+
+    assert pipeline(1).value(1) == 2 and pipeline(2).value(1) == 3 and pipeline(1).value(1) == 2
+    assert counter.count("value") == 2  # switching back re-hits the old entry
+
+
+def test_disk_and_ram_stack(counter, cache_root):
+    ds = counted_source(counter) >> CacheToDisk.simple("value", root=cache_root) >> CacheToRam()
+    assert ds.value(5) == ds.value(5) == 5
+    assert counter.count("value") == 1
+
+
+def test_unencodable_value_names_field_and_type(cache_root):
+    class Odd(Source):
+        def handle(i):
+            return object()
+
+    with pytest.raises(SerializationError, match="handle.*object"):
+        (Odd() >> CacheToDisk.simple("handle", root=cache_root)).handle(1)
+
+
+def test_cache_layers_pickle(counter, cache_root):
+    ds = counted_source(counter) >> CacheToDisk.simple("value", root=cache_root) >> CacheToRam()
+    clone = cloudpickle.loads(cloudpickle.dumps(ds))
+    assert clone.value(3) == 3 and clone.value.delayed(3).key == ds.value.delayed(3).key
+
+
+def test_cached_task_keys_differ_from_the_plain_computation(counter, cache_root):
+    plain = counted_source(counter)
+    cached = plain >> CacheToDisk.simple("value", root=cache_root)
+    a, b = plain.value.delayed(2).key, cached.value.delayed(2).key
+    assert a != b and a.startswith("value-") and b.startswith("value-")
+    assert cached.value.delayed(2).compute() == 2
+
+
+# --- CacheColumns --------------------------------------------------------------------------------
+
+def test_columns_compute_whole_shards_and_persist(counter, tmp_path):
+    root = tmp_path / "columns"
+    ds = counted_source(counter) >> CacheColumns.simple("value", root=root, shard_size=2)
+    assert ds.value(3) == 3
+    assert counter.count("value") == 2  # the shard (3, 4)
+    ds.value(4)
+    assert counter.count("value") == 2
+    again = counted_source(counter) >> CacheColumns(root / "index", root, None, ["value"], shard_size=2)
+    assert [again.value(k) for k in (3, 4)] == [3, 4] and counter.count("value") == 2
+    with pytest.raises(ValueError):
+        ds.value(99)
+
+
+def test_columns_errors(tmp_path):
+    with pytest.raises(ValueError):
+        CacheColumns.simple("x", root=tmp_path / "c", shard_size=1)
+
+    class NoIds(Source):
+        def value(i):
+            return i
+
+    with pytest.raises(DependencyError):
+        NoIds() >> CacheColumns.simple("value", root=tmp_path / "c")
+
+
+def test_columns_float_shard_size(counter, tmp_path):
+    ds = counted_source(counter) >> CacheColumns.simple("value", root=tmp_path / "c", shard_size=0.5)
+    ds.value(1)
+    assert counter.count("value") == 3  # ceil(0.5 * 5)
+
+
+def test_submodules_for_connectome_users():
+    from connectome_dask.cache import is_stable, is_unstable, unstable_module  # noqa: F401
+    from connectome_dask.exceptions import DependencyError, FieldError, GraphError  # noqa: F401
+    from connectome_dask.serializers import ChainSerializer, JsonSerializer, NumpySerializer, PickleSerializer  # noqa
+
+    assert issubclass(DependencyError, GraphError) and not issubclass(FieldError, GraphError)
+    assert not hasattr(connectome, "FieldError")
+
+
+def test_pickle_serializer_is_opt_in(cache_root, tmp_path):
+    from connectome_dask.serializers import PickleSerializer
+
+    class Odd(Source):
+        def handle(i):
+            return {1: complex(1, i), "s": {frozenset([1])}}
+
+    ds = Odd() >> CacheToDisk.simple("handle", root=tmp_path / "p", serializer=PickleSerializer())
+    assert ds.handle(2) == (Odd() >> CacheToDisk.simple("handle", root=tmp_path / "p",
+                                                          serializer=PickleSerializer())).handle(2)
+    assert os.listdir(tmp_path / "p")
