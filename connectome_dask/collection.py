@@ -16,7 +16,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from dask.task_spec import Task, TaskRef
 
-from .graph import Structure, build
+from .graph import Pack, Structure, build
 from .hashing import combine
 
 __all__ = ["delayed", "Entries", "to_dask"]
@@ -87,25 +87,14 @@ class Entries(DaskMethodsMixin):
 
     def to_delayed(self):
         """One ``Delayed`` per entry (a tuple of fields, or one value), all sharing this graph."""
-        out = []
-        for keys in self._keys:
-            if self._single:
-                out.append(Delayed(keys[0], self._graph, layer=self._name))
-            else:
-                key = f"entry-{combine(*keys)}"
-                task = Task(key, _pack, *map(TaskRef, keys))
-                graph = HighLevelGraph.from_collections(key, {key: task}, dependencies=[self])
-                out.append(Delayed(key, graph, layer=key))
-        return out
+        return [Delayed(keys[0], self._graph, layer=self._name) for keys in self._keys]
 
     def __repr__(self):
         return f"Entries({self._name}, {len(self._keys)} entries)"
 
 
 def _finalize(results, single):
-    if single:
-        return [r[0] for r in results]
-    return [tuple(r) for r in results]
+    return [r[0] for r in results]
 
 
 def _rebuild(graph, keys, single, name):
@@ -128,6 +117,8 @@ def to_dask(pipeline, fields=None, ids=None):
         entries = [{"id": i} for i in ids]
     else:
         entries = [dict(i) for i in ids]
-    graph, keys = build(_structure(field), entries)
+    nodes = field._nodes
+    structure = Structure(nodes if single else (Pack(nodes),))
+    graph, keys = build(structure, entries)
     name = f"{'-'.join(names)}-{combine(*(k for ks in keys for k in ks))}"
     return Entries(HighLevelGraph.from_collections(name, graph, dependencies=()), keys, single, name)

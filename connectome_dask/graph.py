@@ -16,8 +16,10 @@ any process, gets the same key, and shared work is deduplicated by dask. Two exc
 Granularity
 -----------
 A task per function call is too fine (a dask task costs ~50 µs locally, ~1 ms on distributed).
-Tasks are cut at *boundaries* only: the requested fields, ``Cached`` nodes, and nodes that
-several tasks need (``_box`` shared by ``image`` and ``mask``). Everything between boundaries is
+Tasks are cut at *boundaries* only: the requested fields, ``Cached`` nodes, nodes that several
+tasks need (``_box`` shared by ``image`` and ``mask``) and nodes that need no entry input (one
+task for every entry of the graph). In bulk graphs (``to_dask``) the fields of one entry are
+packed into one task (:class:`Pack`), so an entry costs one task. Everything between boundaries is
 fused into one task that evaluates its region with :class:`~connectome_dask.evaluate.Evaluation`.
 Nothing below a ``Cached`` node is cut: a cache hit must not wait for upstream tasks.
 The boundary analysis depends only on the plan, so it is done once per set of fields
@@ -30,7 +32,7 @@ from dask.task_spec import Task, TaskRef
 
 from .evaluate import Evaluation
 from .hashing import combine
-from .nodes import Cached, Const, Input, shape
+from .nodes import Cached, Const, Input, Node, shape
 
 __all__ = ["Structure", "Runner", "build"]
 
@@ -61,6 +63,25 @@ def _trivial(node):
     return isinstance(node, (Input, Const))
 
 
+class Pack(Node):
+    """The tuple of several fields of one entry: the single task of an entry in bulk graphs."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items):
+        super().__init__("-".join(n.name for n in items), items)
+        self.items = tuple(items)
+
+    def deps(self):
+        return self.items
+
+    def compute(self, ev):
+        return tuple(ev.value(n) for n in self.items)
+
+    def kind_token(self):
+        return "pack"
+
+
 class Structure:
     """Boundaries and task functions for computing ``roots`` (one tuple of nodes per entry)."""
 
@@ -82,6 +103,7 @@ class Structure:
         self.boundaries = set(self.roots)
         self.boundaries |= {n for n in order if isinstance(n, Cached)}
         self.boundaries |= {n for n in order if len(consumers.get(n, ())) > 1 and not _trivial(n)}
+        self.boundaries |= {n for n in order if not _trivial(n) and not shape(n)[1]}  # shared by all entries
         self.runners = {}
         for node in self.boundaries:
             inputs, deps = self._region(node)
