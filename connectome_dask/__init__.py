@@ -12,6 +12,8 @@ from . import exceptions
 from .decorators import Function, Output, impure, inverse, meta, optional, positional
 from .layers.apply import Apply
 from .layers.base import CallableLayer, Layer
+from .layers.cache import CacheLayer, CacheToDisk, CacheToRam
+from .layers.columns import CacheColumns
 from .layers.chain import Chain, LazyChain, chained
 from .layers.declared import Mixin, Source, Transform
 
@@ -21,4 +23,5 @@ __all__ = [
     "Source", "Transform", "Mixin", "Chain", "chained", "LazyChain",
     "meta", "impure", "inverse", "optional", "positional", "Output", "Function",
     "Apply", "Layer", "CallableLayer", "exceptions",
+    "CacheLayer", "CacheToRam", "CacheToDisk", "CacheColumns",
 ]

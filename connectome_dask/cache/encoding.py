@@ -1,0 +1,184 @@
+"""Native HDF5 encoding of Python values, with exact types and a payload checksum.
+
+Every value becomes one HDF5 node (a dataset or a group) whose attribute ``t`` names its type:
+
+=========  ==============================================================================
+array      numpy array: a dataset of its dtype (bool, ints, floats, complex, ``S``)
+scalar     a numpy scalar: a 0-d dataset
+rawarray   dtypes HDF5 has no type for (``<U``, datetime, timedelta): the raw bytes (uint8,
+rawscalar  one extra axis) with the dtype string in the attribute ``dtype``
+bool/int/  Python scalars as 0-d datasets; ints beyond 64 bits as their decimal digits
+float/...  (``bigint``)
+str/bytes  utf-8 / raw bytes as a uint8 dataset (NUL characters are safe)
+none       an empty group
+tuple/     a group with children ``0``, ``1``, ...; a dict has ``k0``, ``v0``, ``k1``, ... so key
+list/dict  order and key types (any encodable value) survive
+pickle     only if the store opted in (``PickleSerializer``): the pickled bytes
+=========  ==============================================================================
+
+The checksum (chained over the type tags and every payload buffer in a fixed order: per buffer
+the wrapping sum and the xor of its 64-bit words and its length, folded with adler32) is stored on
+the file's root and verified on every read: a mismatch is a corrupt entry. It runs at memory speed
+(~0.1 ms for 4 MB, where adler32 or crc32 take ~1.2 ms, as long as reading the file from the page
+cache) and detects truncation and bit flips; it is an integrity check, not a cryptographic hash.
+"""
+
+import pickle
+import zlib
+
+import numpy as np
+
+from ..exceptions import SerializationError, StorageCorruption
+
+__all__ = ["encode", "decode", "Encoder"]
+
+
+def _fold(data, checksum):
+    """Chain ``data`` into ``checksum``: the wrapping sum and the xor of its 64-bit words (plus the
+    tail and the length) detect truncation and bit flips at memory speed; adler32 folds them."""
+    buf = np.frombuffer(data, np.uint8)
+    n = len(buf) // 8 * 8
+    words = buf[:n].view(np.uint64)
+    summary = np.array([words.sum(dtype=np.uint64), np.bitwise_xor.reduce(words) if n else 0, len(buf)],
+                       dtype=np.uint64).tobytes() + buf[n:].tobytes()
+    return zlib.adler32(summary, checksum)
+
+_NATIVE_KINDS = set("biufcS")
+_SCALARS = {bool: "bool", int: "int", float: "float", complex: "complex"}
+
+
+class Encoder:
+    """Writes one value into an open HDF5 group; ``checksum`` accumulates the payload."""
+
+    def __init__(self, field, compression=None, allow_pickle=False):
+        self.field, self.allow_pickle, self.checksum = field, allow_pickle, 1
+        if isinstance(compression, str) or compression is None:
+            self.filter = {"compression": compression} if compression else {}
+        else:  # an hdf5plugin filter object is a mapping of dataset options
+            self.filter = dict(compression)
+
+    def _sum(self, data):
+        self.checksum = _fold(data, self.checksum)
+
+    def _dataset(self, group, name, tag, arr, **attrs):
+        arr = np.require(arr, requirements="C")
+        kwargs = self.filter if (self.filter and arr.ndim and arr.nbytes >= 4096) else {}
+        ds = group.create_dataset(name, data=arr, **({"chunks": True, **kwargs} if kwargs else {}))
+        ds.attrs["t"] = tag
+        for key, value in attrs.items():
+            ds.attrs[key] = value
+        self._sum(tag.encode())
+        self._sum(memoryview(arr).cast("B") if arr.nbytes else b"")
+        return ds
+
+    def write(self, group, name, value):
+        t = type(value)
+        if t in _SCALARS:
+            if t is int and not -2**63 <= value < 2**63:
+                return self._dataset(group, name, "bigint", np.frombuffer(str(value).encode(), np.uint8))
+            return self._dataset(group, name, _SCALARS[t], np.asarray(value))
+        if t is str:
+            return self._dataset(group, name, "str", np.frombuffer(value.encode("utf-8", "surrogatepass"), np.uint8))
+        if t is bytes:
+            return self._dataset(group, name, "bytes", np.frombuffer(value, np.uint8))
+        if value is None:
+            return self._group(group, name, "none")
+        if isinstance(value, np.ndarray) and t is np.ndarray:
+            return self._array(group, name, "array", value)
+        if isinstance(value, np.generic) and value.dtype.kind != "O":
+            return self._array(group, name, "scalar", np.asarray(value))
+        if t in (tuple, list):
+            sub = self._group(group, name, t.__name__)
+            for i, item in enumerate(value):
+                self.write(sub, str(i), item)
+            return sub
+        if t is dict:
+            sub = self._group(group, name, "dict")
+            for i, (k, v) in enumerate(value.items()):
+                self.write(sub, f"k{i}", k)
+                self.write(sub, f"v{i}", v)
+            return sub
+        if self.allow_pickle:
+            return self._dataset(group, name, "pickle", np.frombuffer(pickle.dumps(value, protocol=5), np.uint8))
+        raise SerializationError(
+            f"field {self.field!r}: cannot store a value of type {t.__module__}.{t.__qualname__} natively in HDF5. "
+            "Return numpy arrays, numbers, strings, bytes, None or tuples/lists/dicts of them, or opt into "
+            "pickle with serializer=connectome_dask.serializers.PickleSerializer()"
+        )
+
+    def _group(self, group, name, tag):
+        sub = group.create_group(name, track_order=False)
+        sub.attrs["t"] = tag
+        self._sum(tag.encode())
+        return sub
+
+    def _array(self, group, name, tag, arr):
+        if arr.dtype.kind in _NATIVE_KINDS and arr.dtype.fields is None:
+            return self._dataset(group, name, tag, arr)
+        if arr.dtype.hasobject:
+            if self.allow_pickle:
+                return self._dataset(group, name, "pickle", np.frombuffer(pickle.dumps(arr, protocol=5), np.uint8))
+            raise SerializationError(f"field {self.field!r}: cannot store a numpy array of dtype object natively; "
+                                     "use a typed array or serializer=PickleSerializer()")
+        raw = np.require(arr, requirements="C").reshape(-1).view(np.uint8).reshape(arr.shape + (arr.dtype.itemsize,))
+        return self._dataset(group, name, "raw" + tag, raw, dtype=arr.dtype.str)
+
+
+class Decoder:
+    def __init__(self, allow_pickle=False):
+        self.allow_pickle, self.checksum = allow_pickle, 1
+
+    def _sum(self, data):
+        self.checksum = _fold(data, self.checksum)
+
+    def read(self, node):
+        tag = node.attrs["t"]
+        tag = tag.decode() if isinstance(tag, bytes) else str(tag)
+        self._sum(tag.encode())
+        if tag in ("none", "tuple", "list", "dict"):
+            return self._container(node, tag)
+        arr = np.empty(node.shape, node.dtype)
+        if arr.size:
+            node.read_direct(arr)
+        self._sum(memoryview(arr).cast("B") if arr.nbytes else b"")
+        if tag in ("array", "scalar"):
+            return arr if tag == "array" else arr[()]
+        if tag in ("rawarray", "rawscalar"):
+            arr = arr.reshape(-1).view(np.dtype(node.attrs["dtype"])).reshape(arr.shape[:-1])
+            return arr if tag == "rawarray" else arr[()]
+        if tag in ("bool", "int", "float", "complex"):
+            return {"bool": bool, "int": int, "float": float, "complex": complex}[tag](arr[()])
+        if tag == "bigint":
+            return int(arr.tobytes().decode())
+        if tag == "str":
+            return arr.tobytes().decode("utf-8", "surrogatepass")
+        if tag == "bytes":
+            return arr.tobytes()
+        if tag == "pickle":
+            if not self.allow_pickle:
+                raise StorageCorruption("the entry holds pickled data but this store did not opt into pickle")
+            return pickle.loads(arr.tobytes())
+        raise StorageCorruption(f"unknown type tag {tag!r}")
+
+    def _container(self, node, tag):
+        if tag == "none":
+            return None
+        n = len(node)
+        if tag == "dict":
+            return {self.read(node[f"k{i}"]): self.read(node[f"v{i}"]) for i in range(n // 2)}
+        items = [self.read(node[str(i)]) for i in range(n)]
+        return tuple(items) if tag == "tuple" else items
+
+
+def encode(file, value, field, compression=None, allow_pickle=False):
+    """Write ``value`` as the node ``value`` of an open file; returns the checksum."""
+    encoder = Encoder(field, compression, allow_pickle)
+    encoder.write(file, "value", value)
+    return encoder.checksum
+
+
+def decode(file, allow_pickle=False):
+    """``(value, checksum)`` of the node ``value`` of an open file."""
+    decoder = Decoder(allow_pickle)
+    value = decoder.read(file["value"])
+    return value, decoder.checksum
