@@ -104,9 +104,7 @@ class PersistJob:
         self.client, self.futures, self.batches, self._errors = client, futures, batches, errors
 
     def result(self, timeout=None):
-        from distributed import wait
-
-        wait(self.futures, timeout=timeout)
+        _wait(self.client, self.futures, timeout)
         finished = [f for f in self.futures if f.status == "finished"]
         statuses = dict(zip([f.key for f in finished], self.client.gather(finished)))
         report = PersistReport()
@@ -180,23 +178,27 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
     if not wait:
         return job
     try:
-        _progress(futures, [len(b) for b in batches], progress)
+        _progress(client, futures, [len(b) for b in batches], progress)
     except KeyboardInterrupt:
         client.cancel(futures)
         raise
     return job.result()
 
 
-def _progress(futures, sizes, enabled):
+def _wait(client, futures, timeout=None, bar=None, sizes=None):
+    """Wait for ``futures`` of ``client`` (which need not be the default client)."""
     from distributed import as_completed
 
+    size_of = dict(zip((f.key for f in futures), sizes or ()))
+    for future in as_completed(futures, loop=client.loop, timeout=timeout):
+        if bar is not None:
+            bar.update(size_of.get(future.key, 1))
+
+
+def _progress(client, futures, sizes, enabled):
     if not enabled or not futures:
-        for _ in as_completed(futures):
-            pass
-        return
+        return _wait(client, futures)
     from tqdm.auto import tqdm
 
-    size_of = {f.key: n for f, n in zip(futures, sizes)}
     with tqdm(total=sum(sizes), desc="persist", unit="entry", file=sys.stderr) as bar:
-        for future in as_completed(futures):
-            bar.update(size_of[future.key])
+        _wait(client, futures, bar=bar, sizes=sizes)

@@ -176,7 +176,10 @@ def test_unencodable_value_names_field_and_type(cache_root):
 def test_cache_layers_pickle(counter, cache_root):
     ds = counted_source(counter) >> CacheToDisk.simple("value", root=cache_root) >> CacheToRam()
     clone = cloudpickle.loads(cloudpickle.dumps(ds))
-    assert clone.value(3) == 3 and clone.value.delayed(3).key == ds.value.delayed(3).key
+    assert clone.value(3) == 3 and counter.count("value") == 1
+    assert clone.value(3) == 3 and counter.count("value") == 1  # the clone's RAM cache and the disk entry
+    disk_only = counted_source(counter) >> CacheToDisk.simple("value", root=cache_root)
+    assert cloudpickle.loads(cloudpickle.dumps(disk_only)).value.delayed(3).key == disk_only.value.delayed(3).key
 
 
 def test_cached_task_keys_differ_from_the_plain_computation(counter, cache_root):

@@ -59,7 +59,8 @@ def test_wait_false_returns_futures(client, counter, cache_root):
 
     job = pipeline(counter.path, cache_root).persist(client, wait=False)
     assert len(job.futures) == 8
-    wait(job.futures)
+    with client.as_current():
+        wait(job.futures)
     report = job.result(timeout=60)
     assert report.computed == 8
 
