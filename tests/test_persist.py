@@ -86,9 +86,12 @@ def test_killed_worker_is_survived(client, counter, cache_root, tmp_path):
     marker = str(tmp_path / "died")
     report = pipeline(counter.path, cache_root, die_once=marker).persist(client, errors="report", progress=False)
     assert os.path.exists(marker)
-    assert report.computed + report.cached + len(report.failed) == 8
-    assert report.computed == 8, report.failed
+    assert report.failed == {}
+    # tasks whose results died with the worker are rerun and find their entries stored
+    assert report.computed + report.cached == 8 and report.computed >= 1
     client.wait_for_workers(2, timeout=60)
+    again = pipeline(counter.path, cache_root, die_once=marker).persist(client, progress=False)
+    assert (again.computed, again.cached) == (0, 8)
 
 
 def test_embedded_default(counter, cache_root):
