@@ -69,10 +69,11 @@ def main():
             out["speedup_persist_local_cluster"] = out["serial_s"] / (time.perf_counter() - start)
             cheap_n = 1000 if a.quick else 10000
             c = pipelines.load(a.lib)
-            cheap = pipelines.cheap(a.lib, cheap_n) >> c.CacheToDisk.simple("value", root=root("cheap"))
-            start = time.perf_counter()
-            cheap.persist(client, progress=False)
-            out["persist_us_per_cheap_id"] = (time.perf_counter() - start) / cheap_n * 1e6
+            for name, cache in (("ram", c.CacheToRam(["value"])), ("disk", c.CacheToDisk.simple("value", root=root("cheap")))):
+                cheap = pipelines.cheap(a.lib, cheap_n) >> cache
+                start = time.perf_counter()
+                cheap.persist(client, progress=False)
+                out[f"persist_us_per_cheap_id_{name}"] = (time.perf_counter() - start) / cheap_n * 1e6
         report(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
