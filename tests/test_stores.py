@@ -230,7 +230,7 @@ def test_corrupt_entries_are_misses_with_one_warning(tmp_path, damage):
 
 
 def test_unwritable_root_degrades_with_one_warning(tmp_path, monkeypatch):
-    """Simulates a read-only or full file system: creating files fails with EROFS (tests run as root,
+    """Simulates a read-only or full file system: publishing files fails with EROFS (tests run as root,
     where chmod would not stop writes)."""
     store = HDF5Store(tmp_path / "root")
     store.set("f", TOKENS[0], 1)
@@ -238,13 +238,14 @@ def test_unwritable_root_degrades_with_one_warning(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(os, "makedirs", refuse)
+    monkeypatch.setattr(os, "replace", refuse)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         store.set("f", TOKENS[1], 2)
         store.set("f", TOKENS[2], 3)
     assert len([w for w in caught if issubclass(w.category, CacheWarning)]) == 1
     assert store.get("f", TOKENS[0]) == 1 and store.get("f", TOKENS[1]) is MISSING
+    assert not list(store.temporaries())  # the failed writes cleaned up after themselves
 
 
 def _writer(root, seed, n):

@@ -170,11 +170,20 @@ class Decoder:
         return tuple(items) if tag == "tuple" else items
 
 
+def checksum_of(tag, array):
+    """The checksum of a value that is a single node (the fast read path of ``hdf5``)."""
+    checksum = _fold(tag.encode(), 1)
+    return _fold(memoryview(array).cast("B") if array.nbytes else b"", checksum)
+
+
 def encode(file, value, field, compression=None, allow_pickle=False):
-    """Write ``value`` as the node ``value`` of an open file; returns the checksum."""
+    """Write ``value`` as the node ``value`` of an open file; returns ``(checksum, plain)``, ``plain``
+    if the node is one uncompressed array dataset (read back by the fast path)."""
     encoder = Encoder(field, compression, allow_pickle)
-    encoder.write(file, "value", value)
-    return encoder.checksum
+    node = encoder.write(file, "value", value)
+    plain = (type(value) is np.ndarray and value.dtype.kind in _NATIVE_KINDS and value.dtype.fields is None
+             and node.compression is None)
+    return encoder.checksum, plain
 
 
 def decode(file, allow_pickle=False):
