@@ -137,8 +137,9 @@ class CallableLayer(Layer):
         from .declared import Transform
         from ..decorators import Function
 
-        out_names = as_names(outputs if outputs is not None else inputs)
-        compiled = self._decorate(inputs, out_names)(func)
+        outputs = outputs if outputs is not None else inputs
+        out_names = as_names(outputs)
+        compiled = self._decorate(inputs, outputs)(func)
         fields = {}
         for i, name in enumerate(out_names):
             one = Field((compiled._nodes[i],), name)
