@@ -47,28 +47,87 @@ class Decorator:
 
 
 class Meta(Decorator):
+    """``@meta``: a dataset-level property (like ``ids``), evaluated on attribute access.
+
+    >>> from connectome_dask import Source, meta
+    >>> class Letters(Source):
+    ...     @meta
+    ...     def ids():
+    ...         return ["a", "b"]
+    ...     def upper(key):
+    ...         return key.upper()
+    >>> Letters().ids
+    ['a', 'b']
+    """
+
     __slots__ = ()
     flag = "meta"
     outermost = True
 
 
 class Optional(Decorator):
+    """``@optional``: drop the field silently when its inputs are not available.
+
+    >>> from connectome_dask import Source, Transform, optional
+    >>> class Plain(Source):
+    ...     def image(i):
+    ...         return i
+    >>> keep = Transform(image=lambda image: image, spacing=optional(lambda spacing: spacing))
+    >>> dir(Plain() >> keep)
+    ['id', 'image']
+    """
+
     __slots__ = ()
     flag = "optional"
     outermost = True
 
 
 class Impure(Decorator):
+    """``@impure``: non-deterministic (augmentation); recomputed on every call, shared within one.
+
+    >>> import random
+    >>> from connectome_dask import Transform, impure
+    >>> noisy = Transform(value=lambda value, _shift: value + _shift, _shift=impure(random.random))
+    >>> noisy.value(0) != noisy.value(0)
+    True
+    """
+
     __slots__ = ()
     flag = "impure"
 
 
 class Inverse(Decorator):
+    """``@inverse``: the backward function of a field, used by ``_decorate``/``_wrap``/``_loopback``.
+
+    >>> from connectome_dask import Transform, inverse
+    >>> class Double(Transform):
+    ...     def value(value):
+    ...         return value * 2
+    ...     @inverse
+    ...     def value(value):
+    ...         return value / 2
+    >>> Double()._wrap(lambda x: x + 10, "value")(1)  # (1 * 2 + 10) / 2
+    6.0
+    """
+
     __slots__ = ()
     flag = "inverse"
 
 
 class Positional(Decorator):
+    """``@positional``: the first argument is the previous field named like this function, so one
+    function can serve several fields (``mask = image``).
+
+    >>> from connectome_dask import Transform, positional
+    >>> class Flip(Transform):
+    ...     @positional
+    ...     def image(x):
+    ...         return x[::-1]
+    ...     mask = image
+    >>> Flip().mask("abc")
+    'cba'
+    """
+
     __slots__ = ()
     flag = "positional"
 
@@ -84,7 +143,17 @@ meta, optional, impure, inverse, positional = Meta, Optional, Impure, Inverse, P
 
 
 class Output:
-    """Annotation: ``def image(image, shape: Output)`` reads this layer's own ``shape``."""
+    """Annotation: ``def image(image, shape: Output)`` reads this layer's own ``shape``.
+
+    >>> from connectome_dask import Source, Output
+    >>> class Sized(Source):
+    ...     def name(key):
+    ...         return f"entry-{key}"
+    ...     def length(key, name: Output):
+    ...         return len(name)
+    >>> Sized().length(7)
+    7
+    """
 
 
 class Function:

@@ -28,7 +28,13 @@ def _prepare_all(layers, prev):
 
 
 class Chain(CallableLayer):
-    """Layers applied one after another: ``Chain(source, zoom, crop)`` is ``source >> zoom >> crop``."""
+    """Layers applied one after another: ``Chain(source, zoom, crop)`` is ``source >> zoom >> crop``.
+
+    >>> from connectome_dask import Chain, Transform
+    >>> pipeline = Chain(Transform(x=lambda x: x + 1), Transform(x=lambda x: x * 10))
+    >>> pipeline.x(1), len(list(pipeline[1:]._layers))
+    (20, 1)
+    """
 
     def __init__(self, *layers):
         if not layers:
@@ -118,7 +124,16 @@ class LazyChain(Layer):
 
 
 def chained(*layers, lazy=False):
-    """Class decorator: ``Cls(*args)`` returns ``Chain(Cls(*args), *layers)`` (or a ``LazyChain``)."""
+    """Class decorator: ``Cls(*args)`` returns ``Chain(Cls(*args), *layers)`` (or a ``LazyChain``).
+
+    >>> from connectome_dask import Source, Transform, chained
+    >>> @chained(Transform(value=lambda value: -value))
+    ... class Numbers(Source):
+    ...     def value(i):
+    ...         return i
+    >>> Numbers().value(3)
+    -3
+    """
 
     def decorator(cls):
         def __new__(_, *args, **kwargs):
