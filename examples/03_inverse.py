@@ -1,4 +1,12 @@
-"""Map a prediction made on processed (cropped) data back to the raw grid with ``_decorate``."""
+"""Map a prediction made on processed data back to the raw image space with ``_decorate``.
+
+    python examples/03_inverse.py
+
+A segmentation model sees resampled, normalized, cropped volumes; its mask must be compared with the
+raw scan. ``pipeline[1:]._decorate("image", "mask")`` turns a function of the processed image into a
+function of the raw inputs: the image goes forward through Zoom, Normalize and Crop, the returned mask
+goes backward through Crop's inverse (uncrop), Normalize's (identity) and Zoom's (back to the raw grid).
+"""
 
 import os
 import sys
@@ -8,18 +16,23 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from connectome_dask import Chain  # noqa: E402
-from mri import CROP, GRID, MRI, Crop, Normalize, Zoom  # noqa: F401  # noqa: E402
+from mri import MRI, Crop, Normalize, Zoom  # noqa: E402
 
+# A flat Chain, so that pipeline[1:] is the transforms (a Source passes nothing backward).
 pipeline = Chain(MRI(), Zoom(), Normalize(), Crop())
-key = pipeline.ids[0]
 
 
-@pipeline[3:]._decorate("image", "mask")  # the crop: Sources pass nothing back, Normalize creates mask
-def predict(image):
-    return image > 0  # a "segmentation" of the processed (cropped) image
+@pipeline[1:]._decorate("image", "mask")
+def segment(image):
+    """A stand-in for a model: the bright voxels of the processed image."""
+    return image > 1.0
 
 
-normalized = Chain(MRI(), Zoom(), Normalize()).image(key)  # what the crop receives
-prediction = predict(normalized)  # runs on the cropped image, returns the mask on the uncropped grid
-assert pipeline.image(key).shape == CROP and prediction.shape == GRID
-print(f"{key}: processed {pipeline.image(key).shape}, prediction mapped back to {prediction.shape}")
+for key in pipeline.ids[:3]:
+    raw, spacing = pipeline[0].image(key), pipeline[0].spacing(key)  # the Source: raw data
+    mask = segment(image=raw, spacing=spacing)  # the raw inputs of the transforms, by name
+    processed = pipeline.image(key)
+    assert processed.shape == (96, 96, 64) and mask.shape == raw.shape and mask.dtype == bool
+    # the inverse lands on the raw grid: its foreground is where the raw image is bright too
+    print(f"{key}: raw {raw.shape} -> processed {processed.shape}; prediction mapped back to {mask.shape}, "
+          f"{mask.mean():.0%} of voxels, mean raw intensity inside {raw[mask].mean():.0f} vs {raw[~mask].mean():.0f}")

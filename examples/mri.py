@@ -9,7 +9,7 @@ The preprocessing is what a segmentation model usually gets:
 
 * ``Zoom``: resample to isotropic 2 mm voxels (``scipy.ndimage.zoom``), inverse for predicted masks;
 * ``Normalize``: zero mean, unit variance; a foreground ``mask``;
-* ``Crop``: center crop (or zero-pad) to one shape, so entries stack into batches; inverse too.
+* ``Crop``: center crop (or pad) to one shape, so entries stack into batches; inverse too.
 
 Worker processes import this module (the layers are pickled by reference, like any importable user
 module): it must be importable on every worker, which it is on a local cluster started from a
@@ -174,8 +174,8 @@ def _slices(shape, size):
 
 
 class Crop(Transform):
-    """Center crop, or zero-pad, to ``size`` voxels; the inverse puts a prediction back on the
-    uncropped grid (zeros outside the crop)."""
+    """Center crop, or pad, to ``size`` voxels (images are padded with their minimum, masks with
+    False); the inverse puts a prediction back on the uncropped grid (zeros outside the crop)."""
 
     __inherit__ = True
     _size: tuple = (96, 96, 64)
@@ -185,7 +185,7 @@ class Crop(Transform):
 
     def image(image, _box, _size):
         shape, (source, target) = _box
-        out = np.zeros(_size, image.dtype)
+        out = np.full(_size, image.min(), image.dtype)  # pad with the background
         out[target] = image[source]
         return out
 
