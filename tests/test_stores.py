@@ -154,7 +154,7 @@ def test_entries_are_plain_hdf5(tmp_path):
     store.set("image", TOKENS[0], np.arange(6.0).reshape(2, 3))
     (field, token, path, size, _), = store.entries()
     assert (field, token) == ("image", TOKENS[0]) and size > 0
-    assert path == os.path.join(str(tmp_path / "root"), "image", TOKENS[0][:2], TOKENS[0] + ".h5")
+    assert path == os.path.join(str(tmp_path / "root"), "image", TOKENS[0][:1], TOKENS[0] + ".h5")
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["value"][()], np.arange(6.0).reshape(2, 3))
 

@@ -3,7 +3,7 @@
 Layout of a root::
 
     root/connectome_dask.json          format marker {"format": "connectome_dask.hdf5", "version": 1}
-    root/<field>/<token[:2]>/<token>.h5
+    root/<field>/<token[0]>/<token>.h5
 
 An entry file holds the node ``value`` (see ``encoding``) and the root attribute ``header``
 (the checksum, and whether ``value`` is a plain array read by the fast path); any HDF5 tool (``h5ls``, ``h5py``, HDFView) can read it.
@@ -66,7 +66,7 @@ class HDF5Store(Store):
         return f"HDF5Store({self.root!r})"
 
     def path(self, field, token):
-        return os.path.join(self.root, field, token[:2], token + ".h5")
+        return os.path.join(self.root, field, token[:1], token + ".h5")
 
     def contains(self, field, token):
         return os.path.exists(self.path(field, token))

@@ -105,13 +105,26 @@ def _version(module_name):
     if version is None:
         version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
         if top not in sys.stdlib_module_names and top != "builtins":
-            try:
-                dists = importlib.metadata.packages_distributions().get(top, [])
-                version = ",".join(sorted(f"{d}={importlib.metadata.version(d)}" for d in dists)) or "unknown"
-            except Exception:  # noqa: BLE001 - metadata may be broken; the name still identifies it
-                version = "unknown"
+            version = _distribution_version(top)
         _INSTALLED_MEMO[key] = version
     return version
+
+
+def _distribution_version(top):
+    """The version of the distribution shipping module ``top``: its ``__version__``, else the
+    distribution of the same name, else a scan of every distribution's top-level names (slow)."""
+    version = getattr(sys.modules.get(top), "__version__", None)
+    if isinstance(version, str):
+        return version
+    try:
+        return importlib.metadata.version(top)
+    except Exception:  # noqa: BLE001 - not a distribution name; scan
+        pass
+    try:
+        dists = importlib.metadata.packages_distributions().get(top, [])
+        return ",".join(sorted(f"{d}={importlib.metadata.version(d)}" for d in dists)) or "unknown"
+    except Exception:  # noqa: BLE001 - metadata may be broken; the name still identifies it
+        return "unknown"
 
 
 def reference(obj):
