@@ -1,15 +1,37 @@
-"""The examples in the docstrings of the public API run as written (doctest)."""
+"""The documentation runs as written: docstring examples (doctest), and every ``python`` block of the README
+and of ``docs/*.md``, plus their ``python -m connectome_dask`` command lines."""
 
 import doctest
+import glob
 import importlib
+import os
 import pkgutil
+import re
+import shlex
+import subprocess
+import sys
 
 import pytest
 
 import connectome_dask
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGES = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
 MODULES = sorted(m.name for m in pkgutil.walk_packages(connectome_dask.__path__, "connectome_dask.")
                  if not m.name.endswith("__main__"))
+
+
+def blocks(page, language):
+    with open(os.path.join(ROOT, page)) as f:
+        return re.findall(rf"^```{language}\n(.*?)^```", f.read(), re.S | re.M)
+
+
+def run(args, cwd):
+    env = dict(os.environ, CONNECTOME_DASK_WORKERS="2", PYTHONPATH=os.pathsep.join(
+        p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    out = subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=600, env=env)
+    assert out.returncode == 0, f"{args}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
+    return out.stdout
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -28,3 +50,38 @@ def test_every_public_name_is_documented():
 def test_there_are_runnable_examples():
     found = sum(doctest.testmod(importlib.import_module(n)).attempted for n in MODULES)
     assert found >= 10
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_python_blocks_and_cache_commands_run_in_order(page, tmp_path):
+    """The page's python blocks, in order, as one interactive session (a notebook), in an empty folder;
+    then its ``python -m connectome_dask ...`` command lines against what the blocks created."""
+    code = blocks(page, "python")
+    commands = [line.split("#")[0].strip() for block in blocks(page, "bash") for line in block.splitlines()
+                if line.startswith("python -m connectome_dask")]
+    assert code or page != "README.md"
+    if code:  # run like a notebook: no __main__ file for the worker processes to re-execute
+        session = tmp_path / "session.py"
+        session.write_text("\n".join(code))
+        run([sys.executable, "-c", f"exec(compile(open({str(session)!r}).read(), {str(session)!r}, 'exec'))"],
+            tmp_path)
+    for command in commands:
+        run([sys.executable, *shlex.split(command)[1:]], tmp_path)
+
+
+def test_readme_example_is_a_script_that_persists_once(tmp_path):
+    """The first README block, saved as a script: the first run computes every entry, the second none."""
+    script = tmp_path / "example.py"
+    script.write_text(blocks("README.md", "python")[0])
+    first = run([sys.executable, str(script)], tmp_path)
+    assert "persist: 8 computed, 0 already cached, 0 failed\n(64, 64, 32)" in first
+    second = run([sys.executable, str(script)], tmp_path)
+    assert "persist: 0 computed, 8 already cached, 0 failed" in second
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_relative_links_point_to_files(page):
+    with open(os.path.join(ROOT, page)) as f:
+        links = re.findall(r"\]\(([^)#:]+)\)", f.read())
+    for link in links:
+        assert os.path.exists(os.path.join(ROOT, os.path.dirname(page), link)), f"{page}: broken link {link}"
