@@ -32,11 +32,10 @@ def main(argv=None):
 
     pipeline = Chain(MRI(), Zoom(), Normalize(), Crop(),
                      CacheToDisk.simple("image", "mask", root=root), CacheToRam())
-    # the dashboard needs bokeh; ":0" picks a free port
-    dashboard = ":0" if importlib.util.find_spec("bokeh") else None
+    # ":0": the scheduler's web server on any free port; it serves the dashboard if bokeh is installed
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=dashboard) as cluster, Client(cluster) as client:
-        if dashboard:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        if importlib.util.find_spec("bokeh"):
             print(f"dashboard: {client.dashboard_link}")
         else:
             print("dashboard: not started (pip install bokeh, or 'distributed[diagnostics]', to get it)")
