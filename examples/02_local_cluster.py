@@ -38,7 +38,7 @@ def main(argv=None):
         if importlib.util.find_spec("bokeh"):
             print(f"dashboard: {client.dashboard_link}")
         else:
-            print("dashboard: not started (pip install bokeh, or 'distributed[diagnostics]', to get it)")
+            print("dashboard: not started (pip install bokeh to get it)")
         print(f"{len(client.scheduler_info()['workers'])} workers; cache root: {root}")
 
         start = time.perf_counter()
