@@ -19,6 +19,17 @@ _embedded = {}
 
 
 def resolve_client(client=None):
+    """The client a batch job runs on: ``client`` itself, else the current default client, else
+    the embedded local cluster's (see the module docstring).
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+
+    Returns
+    -------
+    distributed.Client
+    """
     if client is not None:
         return client
     from distributed import default_client
@@ -30,7 +41,17 @@ def resolve_client(client=None):
 
 
 def embedded_client():
-    """The embedded local cluster's client (started on first use)."""
+    """The embedded local cluster's client, started on first use and reused afterwards.
+
+    A ``distributed.LocalCluster`` of worker processes (``CONNECTOME_DASK_WORKERS``, default one per
+    core) with one thread each and no dashboard. Its client is not made the default client, so it
+    does not change what ``dask.compute`` uses. Started from a script, it spawns processes that
+    import the script's module again: guard the script's work with ``if __name__ == "__main__":``.
+
+    Returns
+    -------
+    distributed.Client
+    """
     with _lock:
         client = _embedded.get("client")
         if client is not None and client.status == "running":
@@ -47,7 +68,8 @@ def embedded_client():
 
 @atexit.register
 def close_embedded():
-    """Shut the embedded cluster down (also run at interpreter exit)."""
+    """Shut the embedded cluster down (also registered to run at interpreter exit); the next
+    :func:`embedded_client` call starts a new one."""
     with _lock:
         client, cluster = _embedded.pop("client", None), _embedded.pop("cluster", None)
     for obj in (client, cluster):

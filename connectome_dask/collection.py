@@ -39,7 +39,37 @@ def _pack(*values):
 
 
 def delayed(field, inputs):
-    """A ``Delayed`` computing ``field`` for one set of raw ``inputs`` (a dict)."""
+    """A ``dask.delayed.Delayed`` computing ``field`` for one set of raw ``inputs``.
+
+    Reached as ``pipeline.<field>.delayed(*args, **kwargs)``, which takes exactly the arguments of
+    the eager call. The key is ``f"{field}-{token}"``: the same for the same code, parameters and
+    inputs in every process (a field behind a cache layer gets its own key, also starting with the
+    field name, for the task that loads or computes through the cache).
+
+    Parameters
+    ----------
+    field : Field
+        A compiled field (``pipeline.image`` or ``pipeline._compile([...])``).
+    inputs : dict
+        The raw inputs by name (``{"id": key}`` for a pipeline with a Source).
+
+    Returns
+    -------
+    dask.delayed.Delayed
+
+    Examples
+    --------
+    >>> from connectome_dask import Source, Transform
+    >>> class Numbers(Source):
+    ...     def value(i):
+    ...         return i + 0.5
+    >>> pipeline = Numbers() >> Transform(value=lambda value: value * 2)
+    >>> lazy = pipeline.value.delayed(3)
+    >>> lazy.key.startswith("value-"), lazy.compute(), pipeline.value(3)
+    (True, 7.0, 7.0)
+    >>> lazy.key == pipeline.value.delayed(3).key
+    True
+    """
     structure = _structure(field)
     graph, (keys,) = build(structure, [inputs])
     if isinstance(field._names, str):
@@ -51,7 +81,13 @@ def delayed(field, inputs):
 
 
 class Entries(DaskMethodsMixin):
-    """Many fields of many entries as one dask collection (see the module docstring)."""
+    """Many fields of many entries as one dask collection, made by :func:`to_dask`.
+
+    It holds one low-level graph for all entries, so building and computing it stays linear in the
+    number of ids. ``compute()`` (or ``dask.compute``, ``client.compute``) gives a list with one item
+    per id: the value when one field name was asked for, else a tuple in the order of the fields.
+    ``to_delayed()`` gives one ``Delayed`` per id, sharing the graph; ``len()`` is the number of ids.
+    """
 
     __slots__ = ("_graph", "_keys", "_single", "_name")
 
@@ -102,9 +138,46 @@ def _rebuild(graph, keys, single, name):
 
 
 def to_dask(pipeline, fields=None, ids=None):
-    """``Entries`` for ``fields`` (a name or a list; default: every non-meta field) of ``ids``
-    (default: ``pipeline.ids``). Transform-only pipelines take ``ids`` as a list of dicts of raw
-    inputs."""
+    """Many fields × many entries as one dask collection (``pipeline.to_dask(...)``).
+
+    Parameters
+    ----------
+    pipeline : CallableLayer
+    fields : str or list of str, optional
+        One field name (each item of the result is its value) or a list (each item is a tuple).
+        Default: every field except metas and ``id``, sorted by name.
+    ids : iterable, optional
+        Entry keys. Default: ``pipeline.ids``. A transform-only pipeline takes a list of dicts of
+        raw inputs instead.
+
+    Returns
+    -------
+    Entries
+        Shared work (a ``_box`` used by two fields, the same entry asked twice) runs once.
+
+    Examples
+    --------
+    >>> import dask
+    >>> from connectome_dask import Source, meta
+    >>> class Words(Source):
+    ...     @meta
+    ...     def ids():
+    ...         return ["to", "dask"]
+    ...     def upper(key):
+    ...         return key.upper()
+    ...     def size(key):
+    ...         return len(key)
+    >>> entries = Words().to_dask(["upper", "size"])
+    >>> entries
+    Entries(upper-size-..., 2 entries)
+    >>> dask.compute(entries)[0]
+    [('TO', 2), ('DASK', 4)]
+    >>> Words().to_dask("size", ids=["graph"]).compute(scheduler="sync")
+    [5]
+    >>> from connectome_dask import Transform
+    >>> Transform(double=lambda x: 2 * x).to_dask("double", ids=[{"x": 1}, {"x": 2}]).compute()
+    [2, 4]
+    """
     single = isinstance(fields, str)
     if fields is None:
         plan = pipeline._plan()

@@ -27,8 +27,26 @@ __all__ = ["persist", "PersistReport", "PersistJob", "PersistBatch", "cached_nod
 
 @dataclasses.dataclass
 class PersistReport:
-    """``computed``: ids computed and stored now; ``cached``: ids already stored;
-    ``failed``: {id: exception}."""
+    """What :func:`persist` did, counted in ids.
+
+    ``computed + cached + len(failed)`` is the number of ids requested, also when a worker died.
+
+    Attributes
+    ----------
+    computed : int
+        Ids for which something was computed and stored in this call.
+    cached : int
+        Ids whose requested cached fields were all stored already.
+    failed : dict
+        ``{id: exception}``: the user's original exception (or the error that lost the task). An id
+        with one failing field is failed; its other fields may still be stored.
+
+    Examples
+    --------
+    >>> report = PersistReport(computed=3, cached=1)
+    >>> print(report)
+    persist: 3 computed, 1 already cached, 0 failed
+    """
 
     computed: int = 0
     cached: int = 0
@@ -98,7 +116,20 @@ def _inputs(node):
 
 
 class PersistJob:
-    """What ``persist(..., wait=False)`` returns: ``.futures`` and ``.result(timeout)``."""
+    """What ``persist(..., wait=False)`` returns at once.
+
+    Attributes
+    ----------
+    futures : list of distributed.Future
+        One future per batch of entries; use them with ``distributed.wait``,
+        ``distributed.progress`` or ``distributed.as_completed``.
+
+    Methods
+    -------
+    result(timeout=None)
+        Wait for every future and return the :class:`PersistReport` (or raise
+        :class:`~connectome_dask.exceptions.PersistError`, as the blocking call would).
+    """
 
     def __init__(self, client, futures, batches, errors):
         self.client, self.futures, self.batches, self._errors = client, futures, batches, errors
@@ -159,9 +190,65 @@ def _finish(report, errors):
 
 
 def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wait=True, progress=True):
-    """Fill the caches of ``pipeline`` for ``ids`` (default: ``pipeline.ids``) and ``fields``
-    (default: every cached field) on ``client`` (default: the current client, else an embedded
-    local cluster). Returns a :class:`PersistReport`; with ``wait=False`` a :class:`PersistJob`."""
+    """Fill every cache layer of ``pipeline`` in parallel with dask (``pipeline.persist(...)``).
+
+    Entries already stored are not recomputed and nothing upstream of a stored entry runs, so a
+    second call computes nothing. Each task fills, for one entry (or a batch of them, or a
+    ``CacheColumns`` shard), every requested cached field: ``CacheToDisk`` and ``CacheColumns``
+    entries are written by the workers straight into their roots, and ``CacheToRam`` is filled on
+    the worker that computed the entry. One failing entry does not stop the others.
+
+    Parameters
+    ----------
+    pipeline : CallableLayer
+        A pipeline with a Source (ids) and at least one cache layer.
+    client : distributed.Client, optional
+        Where to run. Default: the current default ``distributed`` client if there is one, else the
+        embedded local cluster (:mod:`connectome_dask.cluster`: one worker process per core).
+    ids : iterable, optional
+        Entry keys to fill. Default: ``pipeline.ids``.
+    fields : str or list of str, optional
+        Fields whose caches to fill. Default: every cached field.
+    errors : {"raise", "report"}
+        With ``"raise"``, failed ids raise :class:`~connectome_dask.exceptions.PersistError` after
+        every other entry finished (``.report`` holds the report); with ``"report"`` the report
+        is returned.
+    wait : bool
+        ``False`` returns a :class:`PersistJob` at once (no progress bar).
+    progress : bool
+        Show a progress bar (tqdm: terminal or notebook) while waiting.
+
+    Returns
+    -------
+    PersistReport or PersistJob
+
+    Raises
+    ------
+    ValueError
+        An unknown field, or a bad ``errors`` value.
+    PersistError
+        Some ids failed and ``errors="raise"``.
+
+    Examples
+    --------
+    >>> from distributed import Client, LocalCluster
+    >>> from connectome_dask import CacheToDisk, Source, meta
+    >>> class Squares(Source):
+    ...     @meta
+    ...     def ids():
+    ...         return [1, 2, 3]
+    ...     def value(i):
+    ...         return i * i
+    >>> import tempfile
+    >>> pipeline = Squares() >> CacheToDisk.simple("value", root=tempfile.mkdtemp())
+    >>> with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, \\
+    ...         Client(cluster) as client:
+    ...     first = pipeline.persist(client, progress=False)
+    ...     second = pipeline.persist(client, progress=False)
+    >>> print(first, second, sep="\\n")
+    persist: 3 computed, 0 already cached, 0 failed
+    persist: 0 computed, 3 already cached, 0 failed
+    """
     if errors not in ("raise", "report"):
         raise ValueError(f"persist: errors must be 'raise' or 'report', got {errors!r}")
     names, targets = cached_nodes(pipeline, fields)

@@ -100,7 +100,13 @@ class DiskBinding:
 
 
 class CacheLayer(Layer):
-    """Base class of the cache layers: cached fields keep their values and tokens."""
+    """Base class of the cache layers (``CacheToRam``, ``CacheToDisk``, ``CacheColumns``).
+
+    A cache layer changes neither the fields nor their tokens (caches are transparent to hashing):
+    it only decides where a cached field's value is looked up before it is computed. Fields it does
+    not cache pass through, and every name passes back in the inverse direction.
+    ``chain._drop_cache()`` removes every ``CacheLayer`` of a chain.
+    """
 
     _all_by_default = False
 
@@ -139,9 +145,24 @@ class CacheLayer(Layer):
 class CacheToRam(CacheLayer):
     """Keep field values in this process's RAM (on a dask worker: that worker's).
 
-    ``names``: None caches every field; ``size``: LRU entries per field (None: unbounded);
-    ``max_bytes``: bound on the bytes held by one store (default: see ``MemoryStore``).
+    A hit returns the stored object itself (do not mutate it). The store is per process and
+    thread-safe; ``persist`` fills the RAM of the worker that computed an entry. Each time the layer
+    is connected into a chain it gets new stores, so one instance in two chains shares nothing.
 
+    Parameters
+    ----------
+    names : str or list of str, optional
+        Fields to cache; None (default) caches every field. Unknown names are ignored.
+    size : int, optional
+        Least-recently-used entries kept per field; None keeps all (up to ``max_bytes``).
+    impure : bool
+        Allow caching fields that depend on an ``@impure`` function (else ``ValueError``).
+    max_bytes : int, optional
+        Bound on the bytes one store holds (default: see
+        :class:`~connectome_dask.cache.memory.MemoryStore`).
+
+    Examples
+    --------
     >>> from connectome_dask import Source, CacheToRam, meta
     >>> class Numbers(Source):
     ...     @meta
@@ -149,9 +170,11 @@ class CacheToRam(CacheLayer):
     ...         return [1, 2]
     ...     def value(i):
     ...         return i * 10
-    >>> ds = Numbers() >> CacheToRam(size=100)
-    >>> ds.value(2), ds.value(2)
+    >>> cache = CacheToRam(size=100)
+    >>> ds = Numbers() >> cache
+    >>> ds.value(2), ds.value(2)  # computed, then a hit
     (20, 20)
+    >>> cache._clear()  # empty every store this layer created in this process
     """
 
     _all_by_default = True
@@ -186,11 +209,52 @@ def _ram(names, size, impure, max_bytes):
 
 
 class CacheToDisk(CacheLayer):
-    """Persist field values as HDF5 files under ``root`` (one immutable file per entry).
+    """Persist field values as HDF5 files under ``root``: one immutable file per field × key,
+    named by the field's token, published atomically (docs/cache-layout.md).
 
-    ``names``: the fields to cache (required: None caches nothing, as connectome's ``.simple``);
-    ``serializer``: a ``connectome_dask.serializers`` policy (default: native HDF5 types only,
-    no pickle); ``compression``: None, ``"gzip"``, ``"lzf"`` or an hdf5plugin filter.
+    Values come back with the types they were computed with (tuples, int dict keys, numpy dtypes).
+    A corrupt entry is recomputed with a ``CacheWarning``; a root that cannot be written makes the
+    layer compute without storing, with one warning.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The cache root, created if needed. A folder holding anything but a cache raises
+        :class:`~connectome_dask.cache.hdf5.ForeignRoot` (a ``FileNotFoundError``).
+    names : str or list of str
+        Fields to cache. None caches nothing (connectome's rule); unknown names are ignored.
+    serializer : optional
+        A :mod:`connectome_dask.serializers` policy or a sequence of them. Default: native HDF5
+        types only (arrays, numbers, str, bytes, None, tuples/lists/dicts of them); anything else
+        raises :class:`~connectome_dask.exceptions.SerializationError`. Only ``PickleSerializer``
+        pickles.
+    compression : {None, "gzip", "lzf"} or an hdf5plugin filter
+        Compression of arrays of 4 KiB or more.
+    impure : bool
+        Allow caching fields that depend on an ``@impure`` function (else ``ValueError``).
+    labels : optional
+        Accepted for connectome compatibility; not used.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from connectome_dask import CacheToDisk, Source, meta
+    >>> class Grids(Source):
+    ...     @meta
+    ...     def ids():
+    ...         return ["a", "b"]
+    ...     def grid(key):
+    ...         return np.zeros((2, 3), np.int16)
+    ...     def spacing(key):
+    ...         return (1.0, 2.5)
+    >>> root = tempfile.mkdtemp()
+    >>> ds = Grids() >> CacheToDisk(root, ["grid", "spacing"], compression="gzip")
+    >>> ds.spacing("a")  # computed and stored
+    (1.0, 2.5)
+    >>> fresh = Grids() >> CacheToDisk.simple("grid", "spacing", root=root)
+    >>> fresh.spacing("a"), fresh.grid("a").dtype  # read back from disk: a tuple stays a tuple
+    ((1.0, 2.5), dtype('int16'))
     """
 
     def __init__(self, root, names=None, *, serializer=None, compression=None, impure=False, labels=None):
@@ -200,7 +264,8 @@ class CacheToDisk(CacheLayer):
 
     @classmethod
     def simple(cls, *names, root, serializer=None, compression=None, labels=None):
-        """``CacheToDisk.simple('image', 'mask', root='cache/')`` (connectome's form)."""
+        """``CacheToDisk.simple('image', 'mask', root='cache/')``: connectome's form, the fields
+        to cache as positional arguments (see the class docstring for the options)."""
         return cls(root, names, serializer=serializer, compression=compression, labels=labels)
 
     def _binding(self):

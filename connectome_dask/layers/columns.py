@@ -93,11 +93,53 @@ class Sharded(Cached):
 
 
 class CacheColumns(CacheLayer):
-    """Cache ``names`` on disk in shards of ids (connectome's ``CacheColumns``).
+    """Cache ``names`` on disk in shards of ids (connectome's ``CacheColumns``), for many small
+    entries: one HDF5 file per shard instead of one per entry.
 
-    ``CacheColumns.simple('label', 'spacing', root='cache/', shard_size=100)``, or connectome's
-    long form ``CacheColumns(index, storage, serializer, names, shard_size=...)`` with plain folders
-    (the entries live under ``storage``; tokens address them, so ``index`` holds nothing).
+    The previous layer's ``ids`` are sorted and cut into shards. Reading one id loads (or computes
+    and stores) its whole shard, and keeps it in RAM for the other ids of the shard. Field tokens
+    are unchanged, and a shard is stored under the combined token of its entries, so editing the
+    code or a parameter still invalidates it. ``persist`` gives each shard to one task.
+
+    Parameters
+    ----------
+    index : str or None
+        connectome's index folder; accepted for compatibility and not used (tokens address entries).
+    storage : str or os.PathLike
+        The cache root of the shards (an HDF5 cache root, as for ``CacheToDisk``).
+    serializer : optional
+        A :mod:`connectome_dask.serializers` policy (default: native HDF5 types only).
+    names : str or list of str
+        Fields to cache (required).
+    shard_size : None, int or float
+        None: one shard for all ids; an int n > 1: n consecutive sorted ids; a float f:
+        ``ceil(f * len(ids))`` ids. ``1`` raises ``ValueError``.
+    verbose, labels : optional
+        Accepted for connectome compatibility.
+    impure : bool
+        Allow caching fields that depend on an ``@impure`` function (else ``ValueError``).
+    compression : {None, "gzip", "lzf"} or an hdf5plugin filter
+
+    Raises
+    ------
+    DependencyError
+        At construction, if the previous layer has no ``ids`` or needs more than the key.
+    ValueError
+        On access, for a key that is not in ``ids``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from connectome_dask import CacheColumns, Source, meta
+    >>> class Labels(Source):
+    ...     @meta
+    ...     def ids():
+    ...         return list(range(10))
+    ...     def label(i):
+    ...         return i % 3
+    >>> ds = Labels() >> CacheColumns.simple("label", root=tempfile.mkdtemp(), shard_size=4)
+    >>> [ds.label(i) for i in range(10)]  # 3 shard files: ids 0-3, 4-7, 8-9
+    [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
     """
 
     def __init__(self, index, storage, serializer, names, *, verbose=False, shard_size=None, labels=None,
@@ -114,6 +156,8 @@ class CacheColumns(CacheLayer):
 
     @classmethod
     def simple(cls, *names, root, shard_size=None, serializer=None, compression=None):
+        """``CacheColumns.simple('label', 'spacing', root='cache/', shard_size=100)``: the short
+        form, shards stored under ``root``."""
         return cls(None, root, serializer, names, shard_size=shard_size, compression=compression)
 
     def _prepare(self, prev):
