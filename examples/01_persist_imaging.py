@@ -26,7 +26,7 @@ sys.path.insert(0, HERE)  # mri.py and montage.py; the worker processes inherit 
 
 from connectome_dask import CacheToDisk, CacheToRam, Chain  # noqa: E402
 import montage  # noqa: E402
-from mri import MRI, Crop, Normalize, Zoom, sample_folder  # noqa: E402
+from mri import FILES, MRI, Crop, Normalize, Zoom, sample_folder  # noqa: E402
 
 FIELDS = ("image", "mask", "spacing")
 
@@ -96,7 +96,8 @@ def main(argv=None):
         firsts.setdefault(key.split("-t")[0], key)
     shown = list(firsts.values())[:8]
     os.makedirs(os.path.dirname(os.path.abspath(args.png)), exist_ok=True)
-    backend = montage.save(args.png, [fresh.image(k) for k in shown], [fresh.mask(k) for k in shown], shown)
+    titles = [key if folder is None else f"{key}\n{FILES[key.split('-t')[0]]}" for key in shown]
+    backend = montage.save(args.png, [fresh.image(k) for k in shown], [fresh.mask(k) for k in shown], titles)
     print(f"montage of {len(shown)} processed slices ({backend}): {os.path.abspath(args.png)}")
 
     print("inspect the cache:")

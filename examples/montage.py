@@ -55,7 +55,7 @@ def save(path, images, masks, titles, use_matplotlib=True):
             fig.savefig(path, dpi=100)
             plt.close(fig)
             return "matplotlib"
-    write_png(path, _grid(rgb, columns=min(4, len(rgb))))
+    write_png(path, _grid([tile.repeat(2, axis=0).repeat(2, axis=1) for tile in rgb], columns=min(4, len(rgb))))
     return "numpy"
 
 

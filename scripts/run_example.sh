@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: set up .venv from the project's own files, then persist the example MRI
-# pipeline in parallel on the embedded local cluster and read it back (examples/01_persist_imaging.py).
+# The main job on a fresh machine: set up a virtual environment from the project's own files (.venv, reused;
+# VENV=path for another), then preprocess real MRI volumes in parallel into an HDF5 cache on the embedded local
+# cluster and read them back (examples/01_persist_imaging.py). Arguments go to the example (--help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e ".[examples]"
+echo "installing connectome_dask and the example's packages (scipy, nibabel, matplotlib) into $VENV ..."
+log="$VENV/pip-install.log"
+if ! { "$VENV/bin/python" -m pip install -q --upgrade pip && "$VENV/bin/python" -m pip install -q -e ".[examples]"; } \
+        >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "pip install failed (log: $log)" >&2
+    exit 1
+fi
 exec "$VENV/bin/python" examples/01_persist_imaging.py "$@"

@@ -106,4 +106,4 @@ def test_montage_without_matplotlib_is_a_valid_png(examples_path, tmp_path):
     path = tmp_path / "plain.png"
     assert montage.save(path, images, masks, [str(i) for i in range(5)], use_matplotlib=False) == "numpy"
     width, height, channels = read_png(path)
-    assert (width, height, channels) == (4 * 40 + 5 * 4, 2 * 30 + 3 * 4, 3)
+    assert (width, height, channels) == (4 * 80 + 5 * 4, 2 * 60 + 3 * 4, 3)  # tiles drawn at twice the size
