@@ -85,3 +85,22 @@ def test_relative_links_point_to_files(page):
         links = re.findall(r"\]\(([^)#:]+)\)", f.read())
     for link in links:
         assert os.path.exists(os.path.join(ROOT, os.path.dirname(page), link)), f"{page}: broken link {link}"
+
+
+def test_readme_connectome_names_match_the_package():
+    """The names the README says are available exist, and those it says are not yet available do not
+    (so the README is updated when they land)."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        section = f.read().split("## Coming from connectome", 1)[1].split("\n## ", 1)[0]
+    same, rest = section.split("The connectome quirks we", 1)
+    missing = rest.split("Not available yet:", 1)[1].split("\n\n", 1)[0]
+    for name in re.findall(r"`([A-Za-z_][\w.]*)`", same):
+        if name.startswith("_") or name.startswith("CacheToRam."):
+            owner = connectome_dask.CacheToRam if name.startswith("CacheToRam.") else connectome_dask.Chain
+            assert hasattr(owner, name.split(".")[-1]), name
+        elif name.startswith("connectome_dask."):
+            importlib.import_module(name)
+        else:
+            assert hasattr(connectome_dask, name), name
+    for name in re.findall(r"`(\w+)`", missing):
+        assert not hasattr(connectome_dask, name), f"{name} is available now: update the README"
