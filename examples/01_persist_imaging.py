@@ -60,6 +60,7 @@ def main(argv=None):
     parser.add_argument("--phantoms", action="store_true", help="use generated phantoms even if nibabel is installed")
     args = parser.parse_args(argv)
 
+    started = time.perf_counter()
     folder = None if args.phantoms else sample_folder()
     pipeline = build(args.root, folder)
     print(describe(pipeline, folder))
@@ -104,6 +105,7 @@ def main(argv=None):
     print(f"  python -m connectome_dask cache {args.root} list")
     print(f"  python -m connectome_dask cache {args.root} verify")
     print("  or open any entry with h5py: see README.md, 'The cache on disk'")
+    print(f"done in {time.perf_counter() - started:.1f} s")
     return 0 if same and not report.failed else 1
 
 
