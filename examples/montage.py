@@ -45,12 +45,12 @@ def save(path, images, masks, titles, use_matplotlib=True):
 
             columns = min(4, len(rgb))
             rows = -(-len(rgb) // columns)
-            fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
+            fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.9 * rows), squeeze=False)
             for ax in axes.flat:
                 ax.axis("off")
             for ax, tile, title in zip(axes.flat, rgb, titles):
                 ax.imshow(tile)
-                ax.set_title(title, fontsize=8)
+                ax.set_title(title, fontsize=7)
             fig.tight_layout()
             fig.savefig(path, dpi=100)
             plt.close(fig)
