@@ -15,7 +15,9 @@ from .layers.base import CallableLayer, Layer
 from .layers.cache import CacheLayer, CacheToDisk, CacheToRam
 from .layers.columns import CacheColumns
 from .layers.chain import Chain, LazyChain, chained
+from .layers.dataset import CheckIds, Filter, GroupBy, Join, JoinMode, Merge
 from .layers.declared import Mixin, Source, Transform
+from .layers.split import Split
 
 __version__ = "0.1.0"
 
@@ -24,4 +26,5 @@ __all__ = [
     "meta", "impure", "inverse", "optional", "positional", "Output", "Function",
     "Apply", "Layer", "CallableLayer", "exceptions",
     "CacheLayer", "CacheToRam", "CacheToDisk", "CacheColumns",
+    "Filter", "CheckIds", "Merge", "Join", "JoinMode", "GroupBy", "Split",
 ]

@@ -273,7 +273,7 @@ def _signature_args(kind, layer, key, func, positional):
             args.append(Arg("key", "id") if kind == "source" else Arg("prev", key))
         elif p.name == "__part__" and kind == "split":
             args.append(Arg("part", p.name))
-        elif p.name.startswith("_") and not (kind == "split" and key == "__split__"):
+        elif p.name.startswith("_"):
             args.append(Arg("param", p.name))
         elif kind == "source":
             args.append(Arg("key", p.name))

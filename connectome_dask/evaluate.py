@@ -10,43 +10,85 @@ There is no scheduler and no opcode machinery here: dask does the parallel work 
 """
 
 from .hashing import combine
-from .nodes import shape
+from .nodes import kind_token, static_token
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "Symbolic", "evaluate"]
 
 _NONE = object()
 
 
 class Evaluation:
-    __slots__ = ("inputs", "values", "tokens")
+    __slots__ = ("inputs", "values", "tokens", "parent", "children")
 
     def __init__(self, inputs):
         self.inputs = inputs
         self.values = {}
         self.tokens = {}
+        self.parent = self.children = None
 
     def value(self, node):
         value = self.values.get(node, _NONE)
         if value is _NONE:
-            value = self.values[node] = node.compute(self)
+            if self.parent is not None and static_token(node) is not None:
+                value = self.parent.value(node)  # the same in every scope: computed once, at the root
+            else:
+                value = node.compute(self)
+            self.values[node] = value
         return value
+
+    def child(self, inputs, keep=True):
+        """The evaluation of another entry (raw ``inputs``) within this one: static values are
+        shared; ``keep``: one child per ``inputs`` object, so fields routed to the same entry share
+        their work (and impure values) within this evaluation."""
+        if not keep:
+            ev = self._spawn(inputs)
+            ev.parent = self
+            return ev
+        children = self.children
+        if children is None:
+            children = self.children = {}
+        found = children.get(id(inputs))
+        if found is None:
+            ev = self._spawn(inputs)
+            ev.parent = self
+            found = children[id(inputs)] = (inputs, ev)  # holding inputs keeps its id unique
+        return found[1]
+
+    def _spawn(self, inputs):
+        return Evaluation(inputs)
 
     def token(self, node):
         token = self.tokens.get(node)
         if token is None:
-            template, leaves = shape(node)
-            if not leaves:
-                token = template
-            elif len(leaves) == 1 and leaves[0] is node:
-                token = self.leaf_token(node)
-            else:
-                token = combine(template, *[self.token(leaf) for leaf in leaves])
+            token = static_token(node)
+            if token is None:
+                if node.leaf:
+                    token = self.leaf_token(node)
+                elif node.transparent:
+                    token = self.token(node.inner)
+                else:
+                    token = combine(kind_token(node), *[self.token(d) for d in node.deps()])
             self.tokens[node] = token
         return token
 
     def leaf_token(self, node):
         """The token of a leaf (an input's or impure value's); ``graph`` overrides it for keys."""
         return node.leaf_token(self)
+
+
+class Symbolic(Evaluation):
+    """Tokens of nodes as functions of their raw inputs, which are named, not valued: the code
+    identity of a compiled field used as another layer's function."""
+
+    __slots__ = ()
+
+    def __init__(self):
+        super().__init__({})
+
+    def leaf_token(self, node):
+        if not node.deps():
+            return combine("input", node.name)
+        return combine("leaf", node.kind_token(), *[self.token(d) for d in node.deps()])
 
 
 def evaluate(nodes, inputs):

@@ -22,6 +22,8 @@ __all__ = [
     "PersistError",
     "CacheWarning",
     "InvalidArgument",
+    "UnknownKey",
+    "DuplicateKeys",
 ]
 
 
@@ -78,6 +80,19 @@ class PersistError(ConnectomeError, RuntimeError):
 
 class InvalidArgument(ConnectomeError, TypeError, AssertionError):
     """A call got an argument of the wrong kind (connectome raised a bare ``AssertionError``)."""
+
+
+class UnknownKey(ConnectomeError, KeyError, ValueError):
+    """An entry key that the layer does not know (``CheckIds``, ``Merge``, ``Join``, ``GroupBy``,
+    ``Split``). A ``KeyError`` and a ``ValueError``, the types connectome raises for these layers."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateKeys(ConnectomeError, ValueError, RuntimeError, AssertionError):
+    """Two entries would get the same key (``Merge``, ``Join``, ``Split``); a ``ValueError``,
+    ``RuntimeError`` and ``AssertionError``, the types connectome raises for these layers."""
 
 
 class CacheWarning(UserWarning):

@@ -32,7 +32,7 @@ from dask.task_spec import Task, TaskRef
 
 from .evaluate import Evaluation
 from .hashing import combine
-from .nodes import Cached, Const, Input, Node, shape
+from .nodes import Cached, Const, Input, Node, static_token
 
 __all__ = ["Structure", "Runner", "build"]
 
@@ -103,7 +103,7 @@ class Structure:
         self.boundaries = set(self.roots)
         self.boundaries |= {n for n in order if isinstance(n, Cached)}
         self.boundaries |= {n for n in order if len(consumers.get(n, ())) > 1 and not _trivial(n)}
-        self.boundaries |= {n for n in order if not _trivial(n) and not shape(n)[1]}  # shared by all entries
+        self.boundaries |= {n for n in order if not _trivial(n) and static_token(n) is not None}  # shared by all entries
         self.runners = {}
         for node in self.boundaries:
             inputs, deps = self._region(node)
@@ -156,6 +156,9 @@ class _KeyTokens(Evaluation):
         super().__init__(inputs)
         self.nonce = nonce
 
+    def _spawn(self, inputs):
+        return _KeyTokens(inputs, self.nonce)
+
     def leaf_token(self, node):
         if getattr(node, "impure", False):
             return combine("impure", self.nonce, node.kind_token(), *[self.token(a) for a in node.deps()])
@@ -163,9 +166,8 @@ class _KeyTokens(Evaluation):
 
 
 def task_key(node, token):
-    if isinstance(node, Cached):
-        return f"{node.name}-{combine(token, node.binding.token)}"
-    return f"{node.name}-{token}"
+    salt = node.salt
+    return f"{node.name}-{combine(token, salt) if salt else token}"
 
 
 def build(structure, entries, graph=None):

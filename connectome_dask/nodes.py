@@ -15,18 +15,20 @@ Missing  an input that is not available at that place of the pipeline.
 
 Tokens (the Merkle hash). Every node has a token; equal tokens mean equal computations.
 ``Const`` hashes its value, ``Call`` hashes ``(fingerprint(func), keyword names, arg tokens)``,
-``Cached`` is its inner node's token. *Leaves* are nodes whose token depends on a value known
-only per entry: an ``Input`` (its value), an impure ``Call`` (its result). To keep the per-entry
-cost at one hash, each node's *shape* is computed once per pipeline: a template token of its
-static structure with its leaves as numbered placeholders, plus the ordered leaves. The token of
-an entry is then ``combine(template, *leaf_tokens)``; a node without leaves has a constant
-token. Field names, layer names, docstrings and layout never enter a token.
+``Cached`` is its inner node's token (caches are transparent). *Leaves* are nodes whose token
+depends on a value known only per entry: an ``Input`` (its value), an impure ``Call`` (its
+result), a routing node (``routing``: the token of what it routes to). A node is
+``combine(kind, *dep tokens)``, a true Merkle tree, so a computation reached through a routing
+layer (``Merge``) has the token it has without it, down to every field computed from it. The
+part of the tree that needs no entry value is hashed once per pipeline (:func:`static_token`);
+per entry, only the nodes between the leaves and the requested node are combined. Field names,
+layer names, docstrings and layout never enter a token.
 """
 
 from .exceptions import DependencyError
 from .hashing import combine, fingerprint, tokenize
 
-__all__ = ["Node", "Input", "Const", "Call", "Item", "Cached", "Missing", "shape", "walk", "raw_inputs"]
+__all__ = ["Node", "Input", "Const", "Call", "Item", "Cached", "Missing", "static_token", "kind_token", "walk", "raw_inputs"]
 
 _NONE = object()
 
@@ -34,6 +36,9 @@ _NONE = object()
 class Node:
     __slots__ = ("name", "missing", "_shape", "__weakref__")
     leaf = False
+    transparent = False  # the token is the ``inner`` node's (caches)
+    salt = None  # mixed into the task key of a node that shares its token with another task
+
 
     def __init__(self, name, deps=()):
         self.name = name
@@ -45,6 +50,11 @@ class Node:
         self.missing = missing
 
     def deps(self):
+        """The nodes evaluated, in the same scope, to compute this one."""
+        return ()
+
+    def inner(self):
+        """Nodes a routing node evaluates for other entries or branches (``routing``)."""
         return ()
 
     def compute(self, ev):
@@ -158,6 +168,7 @@ class Cached(Node):
     """``inner`` looked up in ``binding.store()`` under ``(name, token)``; computed and stored on a miss."""
 
     __slots__ = ("inner", "binding")
+    transparent = True
 
     def __init__(self, name, inner, binding):
         super().__init__(name, (inner,))
@@ -172,6 +183,10 @@ class Cached(Node):
     def is_stored(self, ev):
         """Whether the store already holds this node's value for the entry of ``ev``."""
         return self.binding.contains(self.name, ev.token(self))
+
+    @property
+    def salt(self):
+        return self.binding.token
 
     def __repr__(self):
         return f"Cached({self.name!r}, {self.binding!r})"
@@ -190,32 +205,39 @@ class Missing(Node):
     def compute(self, ev):
         raise DependencyError(f"{self.layer}: the input {self.name!r} is not available")
 
+    def kind_token(self):
+        return combine("missing", self.name)
 
-def shape(node):
-    """``(template, leaves)`` of a node, computed once per node (see the module docstring)."""
+
+def _info(node):
+    """``(kind token, static token or None)``, computed once per node."""
     s = node._shape
-    if s is not None:
-        return s
-    if isinstance(node, Cached):
-        s = shape(node.inner)
-    elif node.leaf:
-        s = ("", (node,))
-    else:
-        parts, leaves, index = [], [], {}
-        for dep in node.deps():
-            template, dep_leaves = shape(dep)
-            for leaf in dep_leaves:
-                if leaf not in index:
-                    index[leaf] = len(leaves)
-                    leaves.append(leaf)
-            parts.append(combine(template, *[str(index[x]) for x in dep_leaves]) if dep_leaves else template)
-        s = (combine(node.kind_token(), *parts), tuple(leaves))
-    node._shape = s
+    if s is None:
+        if node.leaf:
+            s = (None, None)
+        elif node.transparent:
+            s = (None, static_token(node.inner))
+        else:
+            kind = node.kind_token()
+            parts = [static_token(d) for d in node.deps()]
+            s = (kind, None if None in parts else combine(kind, *parts))
+        node._shape = s
     return s
 
 
-def walk(roots):
-    """All nodes reachable from ``roots``, dependencies first (a topological order)."""
+def static_token(node):
+    """The token of a node that needs no entry value (no leaf upstream), else None."""
+    return _info(node)[1]
+
+
+def kind_token(node):
+    """The memoized :meth:`Node.kind_token` of a non-leaf, non-transparent node."""
+    return _info(node)[0]
+
+
+def walk(roots, inner=False):
+    """All nodes reachable from ``roots``, dependencies first (a topological order). ``inner``:
+    also through what routing nodes evaluate for other entries (e.g. to find impure ancestors)."""
     order, seen = [], set()
     stack = [(r, False) for r in reversed(list(roots))]
     while stack:
@@ -227,7 +249,8 @@ def walk(roots):
             continue
         seen.add(node)
         stack.append((node, True))
-        stack.extend((d, False) for d in reversed(node.deps()) if d not in seen)
+        deps = (*node.deps(), *node.inner()) if inner else node.deps()
+        stack.extend((d, False) for d in reversed(deps) if d not in seen)
     return order
 
 

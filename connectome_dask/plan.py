@@ -103,6 +103,8 @@ class _Builder:
             return self.node(target, self.params.get(target))
         if kind == "output":
             return self.node(target, self.forward.get(target))
+        if kind == "part":
+            return Input("__part__")
         raise GraphError(f"{self.label}: argument kind {kind!r} is not supported here")
 
     def node(self, name, spec):

@@ -5,7 +5,8 @@ Two ways to identify code:
 * **by reference** — ``module.qualname`` plus the version of the distribution that ships the
   module (the Python version for the standard library and builtins). Used for code that cannot
   change without a reinstall: builtins, C functions, numpy ufuncs, and functions/classes whose
-  module file lives in the standard library or in a ``site-packages``/``dist-packages`` folder.
+  module file lives in the standard library or in a ``site-packages``/``dist-packages`` folder,
+  and this library's own code (identified by its version, also in an editable install).
 * **by value** — everything else: ``__main__``, notebooks, closures, lambdas, and the user's
   own importable modules (a ``mymod.py`` next to a script, a project under development, an
   editable install). This fixes connectome's stale caches after editing an importable module.
@@ -89,6 +90,8 @@ def _installed_path(path):
 def _is_installed(module_name):
     if module_name in _UNSTABLE_MODULES or module_name in (None, "__main__"):
         return False
+    if module_name.partition(".")[0] == "connectome_dask":
+        return True
     known = _INSTALLED_MEMO.get(module_name)
     if known is None:
         module = sys.modules.get(module_name)

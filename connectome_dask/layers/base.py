@@ -16,7 +16,7 @@ import inspect
 
 from ..evaluate import Evaluation
 from ..exceptions import DependencyError, FieldError
-from ..nodes import Call, Item, raw_inputs, shape
+from ..nodes import Call, Item, raw_inputs
 from ..plan import OPEN
 
 __all__ = ["Layer", "CallableLayer", "Field", "Instance", "as_names"]
@@ -215,13 +215,11 @@ class Field:
 
     def __connectome_token__(self):
         """The static token of this compiled function (used when it is itself a field function)."""
+        from ..evaluate import Symbolic
         from ..hashing import combine
 
-        parts = []
-        for node in self._nodes:
-            template, leaves = shape(node)
-            parts.append(combine(template, *[leaf.name if hasattr(leaf, "name") else "" for leaf in leaves]))
-        return combine("field", *self._inputs, *parts)
+        ev = Symbolic()
+        return combine("field", *self._inputs, *[ev.token(n) for n in self._nodes])
 
     def __repr__(self):
         return f"<field {self.__name__}({', '.join(self._inputs)})>"
