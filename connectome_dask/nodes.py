@@ -53,7 +53,7 @@ class Node:
         """The nodes evaluated, in the same scope, to compute this one."""
         return ()
 
-    def inner(self):
+    def routed(self):
         """Nodes a routing node evaluates for other entries or branches (``routing``)."""
         return ()
 
@@ -249,7 +249,7 @@ def walk(roots, inner=False):
             continue
         seen.add(node)
         stack.append((node, True))
-        deps = (*node.deps(), *node.inner()) if inner else node.deps()
+        deps = (*node.deps(), *node.routed()) if inner else node.deps()
         stack.extend((d, False) for d in reversed(deps) if d not in seen)
     return order
 

@@ -20,7 +20,7 @@ import sys
 from .evaluate import Evaluation
 from .exceptions import PersistError
 from .hashing import combine, tokenize
-from .nodes import Cached, Call, Input, walk
+from .nodes import Cached, Call, Input, static_token, walk
 
 __all__ = ["persist", "PersistReport", "PersistJob", "PersistBatch", "cached_nodes"]
 
@@ -77,16 +77,22 @@ class PersistBatch:
     def entry(self, key):
         ev = Evaluation({"id": key})
         try:
-            missing = [n for n in self.targets if not n.is_stored(ev)]
+            missing = [n for n in self.targets if not isinstance(n, Cached) or not n.is_stored(ev)]
             for node in missing:
-                ev.value(node)
+                ev.value(node)  # a routing node fills the caches of the entries it routes to
         except Exception as e:  # noqa: BLE001 - the user's error is reported per id
             return _Failure(_picklable(e))
-        computed = any(isinstance(n, Call) for n in ev.values)
-        return "computed" if computed else "cached"
+        return "computed" if _computed(ev) else "cached"
 
     def __reduce__(self):
         return PersistBatch, (self.targets,)
+
+
+def _computed(ev):
+    """Whether an evaluation (or one it routed to) ran a user function for its entry."""
+    if any(isinstance(n, Call) and static_token(n) is None for n in ev.values):
+        return True
+    return any(_computed(child) for _, child in (ev.children or {}).values())
 
 
 def _picklable(error):
@@ -100,15 +106,29 @@ def _picklable(error):
 
 
 def cached_nodes(pipeline, fields=None):
-    """``(field names, Cached nodes)`` that ``persist`` fills, dependencies first."""
+    """``(cached field names, target nodes)``: the ``Cached`` nodes ``persist`` fills, dependencies
+    first, then the routing nodes whose datasets hold caches of their own."""
     plan = pipeline._plan()
     names = list(plan.fields) if fields is None else [fields] if isinstance(fields, str) else list(fields)
     for name in names:
         if name not in plan.fields:
             raise ValueError(f"persist: {name!r} is not a field of the pipeline; fields: {sorted(plan.fields)}")
-    targets = [n for n in walk([plan.fields[n] for n in names]) if isinstance(n, Cached)]
-    targets = [n for n in targets if n.missing == frozenset() and "id" in _inputs(n)]
-    return sorted({n.name for n in targets}), targets
+    reachable = walk([plan.fields[n] for n in names])
+    targets = [n for n in reachable if isinstance(n, Cached) and not n.missing and "id" in _inputs(n)]
+    inner = {}  # routing nodes (Merge, Join, GroupBy, Split) with caches inside: evaluated per entry
+    for node in reachable:
+        found = [n for n in walk(node.routed(), inner=True) if isinstance(n, Cached) and not n.missing]
+        if found:
+            inner[node] = found
+    names = {n.name for n in targets} | {n.name for found in inner.values() for n in found}
+    return sorted(names), targets + list(inner)
+
+
+def _store_token(node):
+    """The token of the stores a target fills (a routing node's: those of its datasets)."""
+    if isinstance(node, Cached):
+        return node.binding.token
+    return combine(*sorted({n.binding.token for n in walk(node.routed(), inner=True) if isinstance(n, Cached)}))
 
 
 def _inputs(node):
@@ -171,7 +191,7 @@ def batches_of(ids, targets, workers):
     """Entries per task: one each for few ids (heavy entries balance best), enough per task to keep
     the scheduler's per-task cost small for many ids, and whole shards for ``CacheColumns``."""
     size = max(1, len(ids) // (max(workers, 1) * 50))
-    sharded = [n for n in targets if hasattr(n.binding, "shards")]
+    sharded = [n for n in targets if hasattr(getattr(n, "binding", None), "shards")]
     if sharded:
         index, _ = sharded[0].binding.shards()
         groups = {}
@@ -258,7 +278,7 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
     client = resolve_client(client)
     batches = batches_of(ids, targets, len(client.scheduler_info().get("workers", ())) or 1)
     prefix = "-".join(names) or "persist"
-    structure = combine(*(combine(n.name, n.binding.token) for n in targets))
+    structure = combine(*(combine(n.name, _store_token(n)) for n in targets))
     keys = [f"{prefix}-{combine(structure, *(tokenize(i, what='an entry key') for i in b))}" for b in batches]
     futures = client.map(PersistBatch(tuple(targets)), batches, key=keys, pure=False) if batches else []
     job = PersistJob(client, futures, batches, errors)

@@ -65,7 +65,7 @@ class Gather(Node):
     def deps(self):
         return (self.keys,)
 
-    def inner(self):
+    def routed(self):
         return (self.per,)
 
     def compute(self, ev):
@@ -99,7 +99,7 @@ class Switch(Node):
     def deps(self):
         return (self.route, self.key, *self.inputs)
 
-    def inner(self):
+    def routed(self):
         return self.branches
 
     def branch(self, ev):
@@ -135,7 +135,7 @@ class Scope(Node):
     def deps(self):
         return (self.table, self.key)
 
-    def inner(self):
+    def routed(self):
         return tuple(o for o in self.options if o is not None)
 
     def target(self, ev):
@@ -176,7 +176,7 @@ class Group(Node):
     def deps(self):
         return (self.table, self.key)
 
-    def inner(self):
+    def routed(self):
         return (self.node,)
 
     def members(self, ev):
