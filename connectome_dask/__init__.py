@@ -16,6 +16,7 @@ from .layers.cache import CacheLayer, CacheToDisk, CacheToRam
 from .layers.columns import CacheColumns
 from .layers.chain import Chain, LazyChain, chained
 from .layers.dataset import CheckIds, Filter, GroupBy, Join, JoinMode, Merge
+from .layers.debug import HashDigest
 from .layers.declared import Mixin, Source, Transform
 from .layers.split import Split
 
@@ -26,5 +27,5 @@ __all__ = [
     "meta", "impure", "inverse", "optional", "positional", "Output", "Function",
     "Apply", "Layer", "CallableLayer", "exceptions",
     "CacheLayer", "CacheToRam", "CacheToDisk", "CacheColumns",
-    "Filter", "CheckIds", "Merge", "Join", "JoinMode", "GroupBy", "Split",
+    "Filter", "CheckIds", "Merge", "Join", "JoinMode", "GroupBy", "Split", "HashDigest",
 ]

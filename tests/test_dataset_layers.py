@@ -378,3 +378,37 @@ def test_persist_fills_caches_after_and_inside_routing_layers(client, counter, c
     report = Merge(*branches).persist(client, progress=False)
     assert (report.computed, report.failed) == (3, {}) and counter.count() == 3
     assert branches[1].value("b1") == "Bb1" and counter.count() == 3  # read from the cache persist filled
+
+
+# HashDigest -----------------------------------------------------------------------------------
+
+def digest(ds, key, name="size"):
+    return (ds >> connectome.HashDigest(name, "sha256"))._compile(name)(key)[-1]
+
+
+def test_hashdigest_is_equal_exactly_for_equal_computations():
+    base = digest(Scans(), "s1")
+    for same in (Scans() >> Transform(__inherit__=True), Scans() >> connectome.CacheToRam("size"),
+                 Scans() >> Filter(lambda side: side == "L"), Scans() >> Filter.keep(["s1"]) >> CheckIds()):
+        assert digest(same, "s1") == base
+    assert digest(Merge(SiteA(), SiteB()), "a1", "value") == digest(SiteA(), "a1", "value")
+    assert digest(Scans(log="elsewhere"), "s1") != base  # a parameter the field reads
+    assert digest(Scans(), "s2") != base  # the key
+    assert digest(Scans() >> connectome.Apply(size=abs), "s1") != base  # an applied function
+    assert digest(Scans() >> GroupBy("patient"), "p1") == digest(Scans() >> GroupBy("patient"), "p1")
+
+
+def test_hashdigest_layout_and_dropped_fields():
+    ds = Scans() >> connectome.HashDigest(["size"], hashlib.sha256, return_value=True)
+    value, node_hash, pickled, last = ds.size("s2")
+    assert value == 20 and last == hashlib.sha256(pickled).digest() and pickled == bytes.fromhex(node_hash)
+    assert len((Scans() >> connectome.HashDigest("size")).size("s2")) == 2
+    assert dir(ds) == ["id", "ids", "size"]  # persistent fields stay, the others are dropped
+    with pytest.raises(ValueError):
+        connectome.HashDigest("size", "no-such-hash")
+
+
+@pytest.mark.cluster
+def test_hashdigest_on_distributed(client):
+    ds = Scans() >> Filter(lambda side: side == "L") >> connectome.HashDigest("size", "sha256")
+    assert client.compute(ds.size.delayed("s1")).result() == ds.size("s1")

@@ -134,7 +134,7 @@ class CacheLayer(Layer):
         if self._impure:
             return
         for name in self._cached_names(prev):
-            impure = [n.name for n in walk([prev.fields[name]]) if getattr(n, "impure", False)]
+            impure = [n.name for n in walk([prev.fields[name]], inner=True) if getattr(n, "impure", False)]
             if impure:
                 raise ValueError(
                     f"{type(self).__name__}: the field {name!r} depends on the impure {sorted(set(impure))}, so its "
