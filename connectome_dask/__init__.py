@@ -18,6 +18,7 @@ from .layers.chain import Chain, LazyChain, chained
 from .layers.dataset import CheckIds, Filter, GroupBy, Join, JoinMode, Merge
 from .layers.debug import HashDigest
 from .layers.declared import Mixin, Source, Transform
+from .layers.external import External, ExternalBase
 from .layers.split import Split
 
 __version__ = "0.1.0"
@@ -28,4 +29,5 @@ __all__ = [
     "Apply", "Layer", "CallableLayer", "exceptions",
     "CacheLayer", "CacheToRam", "CacheToDisk", "CacheColumns",
     "Filter", "CheckIds", "Merge", "Join", "JoinMode", "GroupBy", "Split", "HashDigest",
+    "External", "ExternalBase",
 ]

@@ -412,3 +412,47 @@ def test_hashdigest_layout_and_dropped_fields():
 def test_hashdigest_on_distributed(client):
     ds = Scans() >> Filter(lambda side: side == "L") >> connectome.HashDigest("size", "sha256")
     assert client.compute(ds.size.delayed("s1")).result() == ds.size("s1")
+
+
+# External / ExternalBase ----------------------------------------------------------------------
+
+def test_external_methods_are_fields_and_properties_metas(cache_root):
+    from dataset_layers import Table
+
+    ds = connectome.External(Table({"a": 1, "b": 2}), inputs=["id"], inherit=["id"])
+    assert dir(ds) == ["id", "ids", "value"]  # static and class methods are skipped
+    assert (ds.ids, ds.value("b"), ds.id("a")) == (["a", "b"], 2, "a")
+    assert (ds >> Transform(__inherit__=True, double=lambda value: 2 * value)).double("a") == 2
+    assert dir(connectome.External(Table({}), inputs="id", properties=[])) == ["value"]
+    # another object state is another computation: no stale cache entries
+    first = connectome.External(Table({"a": 1}), inputs=["id"]) >> CacheToDisk(cache_root, "value")
+    second = connectome.External(Table({"a": 5}), inputs=["id"]) >> CacheToDisk(cache_root, "value")
+    assert (first.value("a"), second.value("a")) == (1, 5)
+    again = pickle.loads(cloudpickle.dumps(ds))
+    assert again.value("a") == 1 and digest(again, "a", "value") == digest(ds, "a", "value")
+
+
+def test_external_base_subclass():
+    class Squares(connectome.ExternalBase):
+        def __init__(self, n):
+            self.n = n
+            super().__init__(inputs=["id"], inherit=["id"])
+
+        @property
+        def ids(self):
+            return list(range(self.n))
+
+        def square(self, key):
+            return key * key
+
+    ds = Squares(3) >> Transform(__inherit__=True)
+    assert (ds.ids, ds.square(4), dir(ds)) == ([0, 1, 2], 16, ["id", "ids", "square"])
+    assert Merge(Squares(2), Squares(4) >> Filter(lambda id: id >= 2)).ids == (0, 1, 2, 3)
+
+
+@pytest.mark.cluster
+def test_external_on_distributed(client):
+    from dataset_layers import Table
+
+    ds = connectome.External(Table({"a": 1, "b": 2}), inputs=["id"], inherit=["id"])
+    assert client.compute(ds.to_dask("value", ["a", "b"])).result() == [1, 2]
