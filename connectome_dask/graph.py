@@ -7,8 +7,9 @@ A task's key is ``f"{name}-{token}"``: ``name`` is the field or parameter the ta
 for that entry (``nodes`` module): the same computation reached through any pipeline object, in
 any process, gets the same key, and shared work is deduplicated by dask. Two exceptions:
 
-* a ``Cached`` node's task loads-or-computes through its store; it gets the key
-  ``f"{name}-{combine(token, store token)}"``, distinct from the plain computation's;
+* a node that shares its token with the computation it wraps but does more — a ``Cached`` node
+  loads-or-computes through its store, a ``CheckIds`` guard checks the key — mixes its ``salt``
+  into the key (``f"{name}-{combine(token, salt)}"``), distinct from the plain computation's;
 * a value depending on an ``@impure`` field must never be shared between evaluations: the impure
   leaf's token is replaced by a per-build nonce, so its keys are unique to one graph (but still
   shared by all tasks of one entry, as in the eager path).
