@@ -1,93 +1,196 @@
-"""``HashDigest``: show the identity (the Merkle token) of fields, for debugging caches.
+"""``HashDigest``: show the identity (the Merkle token) of fields, to debug cache sharing.
 
-Each named field becomes ``(value?, node_hash, pickled_hash, digest?)``: the value if
-``return_value``, the field's token for that entry (hex str) and its bytes, and a digest of those
-bytes if ``algorithm`` is given. Equal digests mean equal computations, so the layer answers
-"will these two pipelines share cache entries?".
+Each named field becomes a tuple ``(value?, node_hash, pickled_hash, digest?)``: the value if
+``return_value``, the field's token for that entry (hex ``str``) and the same token as ``bytes``,
+and ``algorithm(pickled_hash).digest()`` if an ``algorithm`` is given. Equal digests mean equal
+computations, so two pipelines that give the same digest for a field share its cache entries.
+
+The layer is built from :class:`Digest` nodes, leaves whose value is computed from the token of the
+field they wrap (``Evaluation.token``), not from its value: the field itself is evaluated only with
+``return_value=True``. A ``Digest`` depends on the raw inputs of the field (so a dask task gets
+them) and, with ``return_value``, on the field; its own token is the field's token plus the
+algorithm and the layout, so a digest is itself a deterministic computation (dask keys, caches).
 """
 
 import hashlib
 
-from ..hashing import combine
-from ..nodes import Node
+from ..evaluate import Symbolic
+from ..exceptions import ConnectomeError, FieldError, HashingError, InvalidArgument
+from ..hashing import combine, fingerprint
+from ..nodes import Input, Node, walk
 from ..plan import Plan, _broken
-from .base import CallableLayer, as_names
+from .base import CallableLayer
 
-__all__ = ["HashDigest"]
+__all__ = ["HashDigest", "Digest", "UnknownAlgorithm"]
+
+
+class UnknownAlgorithm(ConnectomeError, ValueError, AttributeError):
+    """``HashDigest(names, algorithm)`` with a name that ``hashlib`` does not provide. A
+    ``ValueError``, and an ``AttributeError`` as connectome raises (it looks the name up in ``hashlib``)."""
 
 
 class Digest(Node):
-    """The token of ``node`` for the entry (plus its value and a digest, as asked)."""
+    """``(value?, token, token bytes, digest?)`` of ``inner`` for the entry being evaluated."""
 
-    __slots__ = ("node", "algorithm", "return_value")
+    __slots__ = ("inner", "algorithm", "identity", "return_value", "inputs")
     leaf = True
 
-    def __init__(self, name, node, algorithm, return_value):
-        super().__init__(name, (node,))
-        self.node, self.algorithm, self.return_value = node, algorithm, return_value
+    def __init__(self, name, inner, algorithm, identity, return_value):
+        super().__init__(name, (inner,))
+        self.inner, self.algorithm, self.identity, self.return_value = inner, algorithm, identity, return_value
+        self.inputs = tuple(sorted((n for n in walk([inner]) if isinstance(n, Input)), key=lambda n: n.name))
 
     def deps(self):
-        return (self.node,)
+        # the raw inputs the token needs; the field itself only when its value is returned
+        return (*self.inputs, self.inner) if self.return_value else self.inputs
 
     def compute(self, ev):
-        token = ev.token(self.node)
-        out = (ev.value(self.node),) if self.return_value else ()
-        out += (token, bytes.fromhex(token))
+        out = (ev.value(self.inner),) if self.return_value else ()
+        token = ev.token(self.inner)
+        pickled = bytes.fromhex(token)
+        out += (token, pickled)
         if self.algorithm is not None:
-            make = self.algorithm if callable(self.algorithm) else lambda data: hashlib.new(self.algorithm, data)
-            out += (make(bytes.fromhex(token)).digest(),)
+            out += (_hasher(self.algorithm)(pickled).digest(),)
         return out
 
     def leaf_token(self, ev):
-        return combine("digest", ev.token(self.node), repr(self.algorithm), str(self.return_value))
+        return combine("digest", ev.token(self.inner), self.identity, str(self.return_value))
 
     def kind_token(self):
-        return combine("digest", repr(self.algorithm), str(self.return_value))
+        return combine("digest", Symbolic().token(self.inner), self.identity, str(self.return_value))
+
+    def __repr__(self):
+        return f"Digest({self.name!r}, {self.inner!r})"
+
+
+def _hasher(algorithm):
+    if isinstance(algorithm, str):
+        return lambda data: hashlib.new(algorithm, data)
+    return algorithm
+
+
+def _check_algorithm(algorithm):
+    """The token identifying ``algorithm`` (validated: a ``hashlib`` name or a callable)."""
+    if algorithm is None:
+        return "none"
+    if isinstance(algorithm, str):
+        try:
+            hashlib.new(algorithm)
+        except ValueError:
+            raise UnknownAlgorithm(
+                f"HashDigest: unknown hash algorithm {algorithm!r}; use a hashlib name such as "
+                f"{sorted(hashlib.algorithms_guaranteed)} or a constructor such as hashlib.sha256"
+            ) from None
+        identity = "name:" + algorithm.lower()
+    elif callable(algorithm):
+        try:
+            identity = "callable:" + fingerprint(algorithm)
+        except HashingError as e:
+            raise HashingError(f"HashDigest: the algorithm {algorithm!r} has no deterministic identity: {e}") from None
+    else:
+        raise InvalidArgument(f"HashDigest: algorithm must be a hashlib name (e.g. 'sha256') or a constructor "
+                              f"(e.g. hashlib.sha256), not {type(algorithm).__name__}")
+    try:
+        digest = _hasher(algorithm)(b"").digest()
+    except TypeError:
+        raise InvalidArgument(f"HashDigest: {algorithm!r} has no fixed-size digest() (e.g. shake_128 needs a "
+                              "length); pass a constructor whose objects have .digest(), e.g. hashlib.sha256") from None
+    if not isinstance(digest, bytes):
+        raise InvalidArgument(f"HashDigest: {algorithm!r}(data).digest() must return bytes, "
+                              f"not {type(digest).__name__}")
+    return identity
+
+
+def _check_names(names):
+    if isinstance(names, str):
+        return (names,)
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise InvalidArgument(f"HashDigest: names must be a field name or a list of names, not {names!r}") from None
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise InvalidArgument(f"HashDigest: field names must be strings, got {bad!r}")
+    return tuple(dict.fromkeys(names))
 
 
 class HashDigest(CallableLayer):
-    """Replace each named field by ``(value?, node_hash, pickled_hash, digest?)``.
+    """Replace each named field by its identity: ``(value?, node_hash, pickled_hash, digest?)``.
 
-    Only the first (the value, with ``return_value=True``) and the last (the digest, with an
-    ``algorithm``) positions are meant to be compared; equal digests mean equal computations:
-    identity layers, ``Filter``, ``CheckIds``, caches and ``Merge`` routing leave them unchanged;
-    parameter values, the key and applied functions change them. Fields not named are dropped,
-    except the persistent ones (``id``, the Source's metas).
+    A debugging layer: equal digests mean equal computations, i.e. shared cache entries. Identity
+    layers (``Transform(__inherit__=True)``), ``Filter``, ``CheckIds``, cache layers, ``Merge``
+    routing and ``Apply`` of other fields leave a field's digest unchanged; parameter values, the
+    key and applied functions change it. Only the first (the value) and the last (the digest)
+    positions are meant to be compared; ``node_hash`` is our token (hex ``str``) and
+    ``pickled_hash`` its bytes. The field itself is computed only with ``return_value=True``.
+
+    Fields not named are dropped, except the persistent ones (the Source's ``id`` and metas such as
+    ``ids``); a named meta stays a property whose value is its digest tuple.
 
     Parameters
     ----------
     names : str or list of str
+        The fields to show.
     algorithm : str or callable, optional
-        A ``hashlib`` name (``"sha256"``) or constructor (``hashlib.sha256``).
-    return_value : bool
+        A ``hashlib`` name (``"sha256"``) or constructor (``hashlib.sha256``): the last item is
+        ``algorithm(pickled_hash).digest()``. Without it, the tuple ends with ``pickled_hash``.
+    return_value : bool, default False
         Put the field's value first.
+
+    Raises
+    ------
+    UnknownAlgorithm
+        (a ``ValueError`` and ``AttributeError``) for a name ``hashlib`` does not know.
+    InvalidArgument
+        (a ``TypeError``) for another kind of ``algorithm`` or ``names``.
 
     Examples
     --------
-    >>> from connectome_dask import HashDigest, Source, Transform
+    >>> import hashlib
+    >>> from connectome_dask import Source, Transform
+    >>> from connectome_dask.layers.debug import HashDigest
     >>> class Numbers(Source):
-    ...     def value(key):
-    ...         return key * 2
+    ...     _factor: int = 2
+    ...     def value(key, _factor):
+    ...         return key * _factor
     >>> digest = HashDigest("value", "sha256", return_value=True)
     >>> plain = (Numbers() >> digest).value(3)
-    >>> through = (Numbers() >> Transform(__inherit__=True) >> digest).value(3)
-    >>> plain[0], plain[-1] == through[-1], plain[-1] == (Numbers() >> digest).value(4)[-1]
-    (6, True, False)
+    >>> value, node_hash, pickled_hash, last = plain
+    >>> value, last == hashlib.sha256(pickled_hash).digest()
+    (6, True)
+    >>> (Numbers() >> Transform(__inherit__=True) >> digest).value(3)[-1] == last  # same computation
+    True
+    >>> (Numbers(factor=3) >> digest).value(3)[-1] == last, (Numbers() >> digest).value(4)[-1] == last
+    (False, False)
     """
 
     def __init__(self, names, algorithm=None, return_value=False):
-        if algorithm is not None and not callable(algorithm):
-            hashlib.new(algorithm)  # ValueError for an unknown name, now
-        self._names, self._algorithm, self._return_value = as_names(names), algorithm, return_value
+        self._names = _check_names(names)
+        self._identity = _check_algorithm(algorithm)
+        self._algorithm, self._return_value = algorithm, bool(return_value)
 
     def _connect(self, prev):
-        fields = {n: node for n, node in prev.fields.items() if n in prev.persistent}
-        own = {n: Digest(n, prev.request(n, "HashDigest"), self._algorithm, self._return_value)
-               for n in self._names}
-        fields.update(own)
-        kept = fields.keys() - own.keys()
-        return Plan(fields, prev.metas & kept, prev.persistent & kept, None, (), prev.backward + (dict,),
-                    prev.broken + tuple(_broken("HashDigest", own)))
+        label = self._label
+        own, dropped = {}, set()
+        for name in self._names:
+            node = Digest(name, prev.request(name, label), self._algorithm, self._identity, self._return_value)
+            if node.missing and all(m.soft for m in node.missing):
+                dropped.add(name)  # a discarded @optional field upstream
+            else:
+                own[name] = node
+        kept = {n: node for n, node in prev.fields.items()
+                if n in prev.persistent and n not in own and n not in dropped}
+        fields = {**kept, **own}
+
+        def back(nodes):
+            for name in nodes:
+                if name not in kept:
+                    raise FieldError(f"{label}: {name!r} cannot be passed back through HashDigest (it "
+                                     "replaces or drops it); decorate the part of the pipeline before it")
+            return dict(nodes)
+
+        return Plan(fields, prev.metas & fields.keys(), prev.persistent & kept.keys(), None, dropped,
+                    prev.backward + (back,), prev.broken + tuple(_broken(label, own)))
 
     def __repr__(self):
         return f"HashDigest({', '.join(self._names)})"

@@ -1,24 +1,90 @@
-"""``External`` and ``ExternalBase``: a plain object (or class) as a layer.
+"""``External`` and ``ExternalBase``: a plain object as a layer.
 
-Public methods become fields computed from the previous layer's fields named by ``inputs``;
-``property`` attributes become metas (properties of the dataset); class and static methods are
-skipped. A method's token is ``marker(name)`` (default: the object's class fingerprint and its
-instance attributes by content, so another root folder or an edited class is another cache key).
+The object's public methods become fields computed from the previous layer's fields named by
+``inputs`` (called ``method(*inputs)``); its properties become metas (properties of the dataset,
+like a Source's ``ids``); class and static methods, private names and plain attributes are skipped
+unless listed explicitly. ``inherit`` names pass through from the previous layer, and so do its
+persistent fields (a Source's ``id`` and metas), as through a ``Transform``.
+
+Identity (cache keys)
+---------------------
+A member's token is its name plus, by default, the fingerprint of the object's class (by value for
+the user's own code: editing any method of the class changes every token) and the object's
+attributes by content (another root folder is another cache key). An attribute that cannot be
+hashed by content is identified by its type only; pass ``marker`` to identify such state:
+``marker(name)`` returns any value that hashes by content (e.g. a version string), and replaces
+the class and attributes in the token. Members are resolved and hashed when the layer is first
+connected; later changes of the object are not seen by tokens.
+
+Differences from connectome (quirks fixed): ``layer.id`` and ``dir(layer)`` work on the wrapper
+(connectome forwards every attribute to the object, so ``ext.id`` fails, and ``dir`` of an
+``ExternalBase`` recurses forever); the default identity distinguishes methods and object state
+(connectome's is the class alone, so all methods of all instances share one hash); static methods
+are skipped as documented (connectome makes them fields); wrong ``fields``/``properties`` names are
+a :class:`~connectome_dask.exceptions.FieldError`; ``marker`` is called as ``marker(name)``; and
+the layers pickle.
 """
 
+import abc
+import functools
 import inspect
 
-from ..exceptions import HashingError
-from ..hashing import combine, fingerprint, tokenize
+from ..exceptions import FieldError, GraphError, HashingError, InvalidArgument
+from ..hashing import combine, fingerprint, normalize_token, reference, tokenize
 from ..nodes import Call
 from ..plan import Plan, _broken
-from .base import CallableLayer, as_names
+from .base import CallableLayer
 
 __all__ = ["External", "ExternalBase"]
 
+_PROPERTIES = (property, functools.cached_property)
+_MISSING = object()
+
+# Class attributes common in dataset classes that have no token of their own (TODO: hashing.code).
+normalize_token.register(functools.cached_property, lambda value: ("cached_property", value.func))
+normalize_token.register(type(abc.ABC.__dict__["_abc_impl"]), lambda value: "abc-registry")
+
+
+class _Config:
+    """What an ``External`` was built with (one attribute, so that the state of an ``ExternalBase``
+    subclass, which is the object itself, is its own attributes only)."""
+
+    __slots__ = ("obj", "inputs", "fields", "properties", "inherit", "marker")
+
+    def __init__(self, obj, inputs, fields, properties, inherit, marker):
+        self.obj, self.marker = obj, marker
+        self.inputs = _names(inputs, "inputs")
+        self.fields = None if fields is None else _names(fields, "fields")
+        self.properties = None if properties is None else _names(properties, "properties")
+        self.inherit = _names(inherit, "inherit")
+        if marker is not None and not callable(marker):
+            raise InvalidArgument(f"External: marker must be a callable marker(name), not {type(marker).__name__}")
+
+    def __getstate__(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+def _names(names, what):
+    if isinstance(names, str):
+        return (names,)
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise InvalidArgument(f"External: {what} must be a name or a list of names, not {names!r}") from None
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise InvalidArgument(f"External: {what} must be strings, got {bad!r}")
+    return tuple(dict.fromkeys(names))
+
 
 class _Member:
-    """A method or property of the wrapped object, identified by ``token`` for hashing."""
+    """A method (called with the inputs) or property of the wrapped object; ``token`` identifies it."""
+
+    __slots__ = ("obj", "name", "token", "is_property")
 
     def __init__(self, obj, name, token, is_property):
         self.obj, self.name, self.token, self.is_property = obj, name, token, is_property
@@ -30,51 +96,189 @@ class _Member:
     def __connectome_token__(self):
         return self.token
 
+    def __reduce__(self):
+        return _Member, (self.obj, self.name, self.token, self.is_property)
 
-def _default_marker(obj):
-    try:
-        state = tokenize(vars(obj), what=f"the attributes of {type(obj).__name__}")
-    except (HashingError, TypeError):
-        state = ""
-    identity = combine(fingerprint(type(obj)), state)
-    return lambda name: combine(identity, name)
+    @property
+    def __name__(self):
+        return self.name
 
 
-def _members(cls, fields, properties):
+def _machinery(cls, name):
+    """Whether ``name`` of ``cls`` comes from the layer classes (``_compile``, ``persist``, ...)."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass in ExternalBase.__mro__
+    return False
+
+
+def _discover(cls):
+    """Public methods and properties of ``cls`` (static/class methods and plain attributes skipped)."""
     methods, props = [], []
-    for name, value in inspect.getmembers(cls):
-        if name.startswith("_"):
+    for name in dir(cls):
+        if name.startswith("_") or _machinery(cls, name):
             continue
         raw = inspect.getattr_static(cls, name)
-        if isinstance(raw, property):
+        if isinstance(raw, _PROPERTIES):
             props.append(name)
-        elif inspect.isfunction(raw) and not hasattr(CallableLayer, name) and name != "persist":
+        elif inspect.isfunction(raw):
             methods.append(name)
-    if fields is not None:
-        methods = [n for n in methods if n in as_names(fields)]
-    if properties is not None:
-        props = [n for n in props if n in as_names(properties)]
     return methods, props
+
+
+def _members(config, label):
+    """``(method names, property names)`` of the wrapped object, validated."""
+    obj = config.obj
+    cls = type(obj)
+    methods, props = _discover(cls) if config.fields is None or config.properties is None else ((), ())
+    # a name listed explicitly in one list is not taken from the discovered other one
+    methods = [n for n in methods if n not in (config.properties or ())] if config.fields is None else config.fields
+    props = [n for n in props if n not in (config.fields or ())] if config.properties is None else config.properties
+    both = sorted(set(methods) & set(props))
+    if both:
+        raise FieldError(f"{label}: {both} are listed both in fields= and in properties=; keep each in one")
+    for name in methods:
+        raw = _static(obj, name, label, "fields")
+        if isinstance(raw, _PROPERTIES):
+            raise FieldError(f"{label}: {name!r} is a property, not a method; list it in properties=")
+        if not callable(getattr(obj, name)):
+            raise FieldError(f"{label}: {name!r} is not a method, so it cannot be a field; list it in properties=")
+    for name in props:
+        raw = _static(obj, name, label, "properties")
+        if inspect.isfunction(raw):
+            raise FieldError(f"{label}: {name!r} is a method, not a property; list it in fields=")
+    own = set(methods) | set(props)
+    clash = [n for n in config.inherit if n in own]
+    if clash:
+        raise GraphError(f"{label}: {clash} are both inherited and defined by the object; "
+                         "remove them from inherit= or from the object's fields")
+    return methods, props
+
+
+def _static(obj, name, label, what):
+    if name.startswith("_"):
+        raise FieldError(f"{label}: {name!r} is private and cannot be listed in {what}=; fields are public names")
+    raw = inspect.getattr_static(obj, name, _MISSING)
+    if raw is _MISSING:
+        raise FieldError(f"{label}: the object has no attribute {name!r} (listed in {what}=)")
+    return raw
+
+
+def _identity(config, label):
+    """``identity(name)``: the token of member ``name``."""
+    obj, marker = config.obj, config.marker
+    if marker is not None:
+        def identity(name):
+            try:
+                value = marker(name)
+            except TypeError as e:
+                raise InvalidArgument(f"{label}: marker({name!r}) failed ({e}); the marker is called with the "
+                                      "field name only") from e
+            return combine("external-marker", tokenize(value, what=f"marker({name!r}) of {label}"), name)
+
+        return identity
+    code = _class_token(type(obj))
+    state = _state(obj, label)
+    return lambda name: combine("external", code, state, name)
+
+
+_CLASS_MACHINERY = {"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__", "__firstlineno__",
+                    "__static_attributes__", "__abstractmethods__", "_abc_impl", "_external", "__signature__"}
+
+
+def _class_token(cls):
+    """The fingerprint of ``cls``; when a class attribute has no token (an ABC's registry, a
+    ``cached_property``, a lock), the class is identified member by member instead: its bases,
+    its functions and properties by code, its other attributes by content or else by type."""
+    try:
+        return fingerprint(cls)
+    except HashingError:
+        pass
+    parts = ["members"] + [_class_token(base) for base in cls.__bases__]
+    for name in sorted(cls.__dict__):
+        if name not in _CLASS_MACHINERY:
+            parts += [name, _member_token(cls.__dict__[name])]
+    return combine(*parts)
+
+
+def _member_token(value):
+    if isinstance(value, property):
+        return combine("property", *(_code_token(f) if f else "-" for f in (value.fget, value.fset, value.fdel)))
+    if isinstance(value, functools.cached_property):
+        return combine("cached_property", _code_token(value.func))
+    if isinstance(value, (staticmethod, classmethod)) or inspect.isfunction(value) or isinstance(value, type):
+        return _code_token(value)
+    try:
+        return tokenize(value)
+    except (HashingError, TypeError, ValueError, RecursionError):
+        return "type:" + reference(type(value))
+
+
+def _code_token(func):
+    try:
+        return fingerprint(func)
+    except HashingError:  # e.g. a global it uses has no token: identified by its name
+        return "ref:" + reference(getattr(func, "__func__", func))
+
+
+def _state(obj, label):
+    """The token of the object's attributes by content (types only for those without one)."""
+    attrs = getattr(obj, "__dict__", None) or {}
+    parts = []
+    for key in sorted(attrs):
+        if key in ("_external", "_memo"):  # the layer's own configuration (ExternalBase)
+            continue
+        if isinstance(inspect.getattr_static(type(obj), key, None), functools.cached_property):
+            continue  # a value the object computed and kept: derived from the rest
+        value = attrs[key]
+        try:
+            token = tokenize(value, what=f"the attribute {key!r} of {label}")
+        except (HashingError, TypeError, ValueError, RecursionError):
+            token = "type:" + reference(type(value))
+        parts += [key, token]
+    return combine("state", *parts)
 
 
 class External(CallableLayer):
     """Wrap a plain object: its public methods are fields of ``inputs``, its properties metas.
 
+    ``External(obj, inputs=["id"])`` turns ``obj.image(key)`` into the field ``image`` of the
+    previous layer's ``id`` and the property ``obj.ids`` into the meta ``ids``. Chain it like a
+    Source (``External(...) >> Transform(...)``) or after other layers. Attributes that are not
+    fields are read from the wrapped object (``ext.root``).
+
     Parameters
     ----------
     obj : object
+        The object to wrap.
     inputs : str or list of str
-        The previous fields every method takes, in order (usually ``["id"]``).
-    fields, properties : list of str, optional
-        Restrict which methods / properties are used.
-    inherit : list of str
-        Previous fields passed through (e.g. ``["id"]``).
+        The previous layer's fields every method is called with, in order (usually ``["id"]``).
+    fields : list of str, optional
+        The methods to use (default: every public method; static and class methods are skipped
+        unless listed here).
+    properties : list of str, optional
+        The properties to use as metas (default: every public property); may name plain attributes.
+    inherit : list of str, optional
+        Fields of the previous layer passed through (e.g. ``["id"]``). Persistent fields of the
+        previous layer (a Source's ``id`` and metas) always pass.
     marker : callable, optional
-        ``marker(name)`` → a str identifying the code and data behind ``name``.
+        ``marker(name) -> value`` identifying the code and data behind field ``name`` for cache
+        keys; the value must hash by content (a string, a tuple, ...). Default: the fingerprint of
+        the object's class and the object's attributes.
+
+    Raises
+    ------
+    FieldError
+        A name in ``fields``/``properties`` that the object lacks, is private or of the other kind.
+    GraphError
+        A name both inherited and defined by the object.
+    DependencyError
+        On first use, when the previous layers do not provide the ``inputs``.
 
     Examples
     --------
-    >>> from connectome_dask import External, Transform
+    >>> from connectome_dask import Transform
+    >>> from connectome_dask.layers.external import External
     >>> class Table:
     ...     def __init__(self, rows):
     ...         self.rows = rows
@@ -84,60 +288,114 @@ class External(CallableLayer):
     ...     def value(self, key):
     ...         return self.rows[key]
     >>> ds = External(Table({"a": 1, "b": 2}), inputs=["id"], inherit=["id"])
-    >>> ds.ids, (ds >> Transform(double=lambda value: 2 * value)).double("b")
-    (['a', 'b'], 4)
+    >>> dir(ds), ds.ids, ds.value("b"), ds.rows
+    (['id', 'ids', 'value'], ['a', 'b'], 2, {'a': 1, 'b': 2})
+    >>> (ds >> Transform(double=lambda value: 2 * value)).double("b")
+    4
     """
 
     def __init__(self, obj, *, inputs, fields=None, properties=None, inherit=(), marker=None):
-        self._configure(obj, inputs, fields, properties, inherit, marker)
+        self._external = _Config(obj, inputs, fields, properties, inherit, marker)
+        _members(self._external, self._label)  # errors now: the object is complete
 
-    def _configure(self, obj, inputs, fields, properties, inherit, marker):
-        self._obj, self._inputs = obj, as_names(inputs)
-        self._methods, self._properties = _members(type(obj), fields, properties)
-        self._inherit, self._marker = as_names(inherit), marker
+    def _config(self):
+        config = self.__dict__.get("_external")
+        if config is None:
+            raise GraphError(f"{self._label} is not initialised: call super().__init__(inputs=[...]) in its __init__")
+        return config
+
+    @property
+    def _label(self):
+        config = self.__dict__.get("_external")
+        obj = self if config is None else config.obj
+        return type(self).__name__ if obj is self else f"External({type(obj).__name__})"
 
     def _connect(self, prev):
-        marker = self._marker or _default_marker(self._obj)
-        label = type(self._obj).__name__
-        fields = {n: prev.get(n) for n in self._inherit if prev.get(n) is not None}
-        own = {}
-        for name in self._methods:
-            func = _Member(self._obj, name, str(marker(name)), False)
-            own[name] = Call(name, func, [prev.request(i, label) for i in self._inputs], layer=label)
-        for name in self._properties:
-            own[name] = Call(name, _Member(self._obj, name, str(marker(name)), True), [], layer=label)
+        config, label = self._config(), self._label
+        methods, props = _members(config, label)
+        identity = _identity(config, label)
+        obj = config.obj
+        fields = {n: node for n, node in prev.fields.items() if n in prev.persistent}
+        for name in config.inherit:  # against an open plan, those no method reads stay virtual (as in a Transform)
+            node = prev.fields.get(name) or (prev.get(name) if name in config.inputs else None)
+            if node is not None:
+                fields[name] = node
+        args = [prev.request(name, label) for name in config.inputs]
+        own = {name: Call(name, _Member(obj, name, identity(name), False), args, layer=label) for name in methods}
+        own.update({name: Call(name, _Member(obj, name, identity(name), True), [], layer=label) for name in props})
         fields.update(own)
-        metas = set(self._properties) | (prev.metas & set(fields) - own.keys())
-        persistent = metas | ({"id"} & set(fields))
-        return Plan(fields, metas, persistent, None, (), prev.backward + (dict,), prev.broken + tuple(_broken(label, own)))
+        passed = fields.keys() - own.keys()
+        metas = set(props) | (prev.metas & passed)
+        persistent = set(props) | (prev.persistent & passed) | ({"id"} & passed & set(config.inherit))
+
+        def back(nodes):
+            for name in nodes:
+                if name not in passed and name not in config.inherit:
+                    raise FieldError(f"{label}: {name!r} is not defined in the backward direction; an External "
+                                     "layer only passes back the names it inherits")
+            return dict(nodes)
+
+        virtual = None
+        if prev.virtual is not None and config.inherit:
+            upstream, allowed = prev.virtual, set(config.inherit) - own.keys()
+            virtual = lambda name: upstream(name) if name in allowed else None  # noqa: E731
+        return Plan(fields, metas, persistent, virtual, (), prev.backward + (back,),
+                    prev.broken + tuple(_broken(label, own)))
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        try:
+            return CallableLayer.__getattr__(self, name)
+        except AttributeError:
+            config = self.__dict__.get("_external")
+            if config is None or config.obj is self:
+                raise
+            value = getattr(config.obj, name, _MISSING)  # connectome reads other attributes from the object
+            if value is _MISSING:
+                raise
+            return value
 
     def __repr__(self):
-        return f"External({type(self._obj).__name__}: {', '.join(self._methods + self._properties)})"
+        if self.__dict__.get("_external") is None:
+            return f"{type(self).__name__}(<not initialised>)"
+        return self._label
 
 
 class ExternalBase(External):
-    """The subclassing form of :class:`External`: methods taking ``self`` and the ``inputs`` are
-    fields, properties are metas; call ``super().__init__(inputs=[...])`` in ``__init__``.
+    """The subclassing form of :class:`External`: the subclass instance is both the object and the layer.
+
+    Methods taking ``self`` and the ``inputs`` become fields, properties metas; call
+    ``super().__init__(inputs=[...])`` in ``__init__`` (before or after setting attributes; without
+    it, the first use as a layer raises :class:`~connectome_dask.exceptions.GraphError`).
+    Called on the instance itself, methods and properties are plain Python (``ds.square(2)``);
+    through a chain, or as ``ds._compile("square")``, they are fields. The object's attributes
+    (e.g. a root folder) are part of the cache keys.
+
+    Parameters
+    ----------
+    inputs, fields, properties, inherit, marker
+        As for :class:`External`.
 
     Examples
     --------
-    >>> from connectome_dask import ExternalBase
+    >>> from connectome_dask import Transform
+    >>> from connectome_dask.layers.external import ExternalBase
     >>> class Squares(ExternalBase):
     ...     def __init__(self, n):
-    ...         self.n = n
     ...         super().__init__(inputs=["id"], inherit=["id"])
+    ...         self.n = n
     ...     @property
     ...     def ids(self):
     ...         return list(range(self.n))
     ...     def square(self, key):
     ...         return key * key
     >>> ds = Squares(3)
-    >>> ds.ids, (ds >> Squares(5)).ids, ds._compile("square")(2)
-    ([0, 1, 2], [0, 1, 2, 3, 4], 4)
+    >>> ds.ids, ds.square(2), dir(ds)
+    ([0, 1, 2], 4, ['id', 'ids', 'square'])
+    >>> (ds >> Transform(__inherit__=True, root=lambda square: square ** 0.5)).root(4)
+    4.0
     """
 
     def __init__(self, *, inputs, fields=None, properties=None, inherit=(), marker=None):
-        self._configure(self, inputs, fields, properties, inherit, marker)
-
-    def __repr__(self):
-        return f"{type(self).__name__}({', '.join(self._methods + self._properties)})"
+        self._external = _Config(self, inputs, fields, properties, inherit, marker)
