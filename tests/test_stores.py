@@ -159,6 +159,57 @@ def test_entries_are_plain_hdf5(tmp_path):
         np.testing.assert_array_equal(f["value"][()], np.arange(6.0).reshape(2, 3))
 
 
+PLAIN = [np.arange(6.0).reshape(2, 3), np.zeros((0, 3), np.int16), np.array(5, np.uint8), np.array([True, False]),
+         np.array([b"ab", b"c"]), np.arange(4).astype(np.complex64) * 1j, np.arange(5, dtype=">f4"),
+         np.arange(24).reshape(4, 6)[:, ::2], np.random.default_rng(0).random((300, 1000)).astype(np.float32),
+         np.ones((64, 128, 130), bool), np.float16([1, 2])]
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_plain_arrays_take_the_fast_path_and_match_the_general_encoding(tmp_path, monkeypatch, compression):
+    """Plain arrays are written with h5py's low-level API (checksum on a helper thread for big ones):
+    the files hold what the general encoder writes, and read back exactly."""
+    from connectome_dask.cache import hdf5
+
+    fast = HDF5Store(tmp_path / "fast", compression=compression)
+    for i, value in enumerate(PLAIN):
+        fast.set("f", TOKENS[i], value)
+    monkeypatch.setattr(hdf5, "_is_plain", lambda value, compression: False)
+    general = HDF5Store(tmp_path / "general", compression=compression)
+    for i, value in enumerate(PLAIN):
+        general.set("f", TOKENS[i], value)
+        assert same(fast.get("f", TOKENS[i]), value) and same(general.get("f", TOKENS[i]), value)
+        with h5py.File(fast.path("f", TOKENS[i]), "r") as a, h5py.File(general.path("f", TOKENS[i]), "r") as b:
+            assert list(a.attrs["header"]) == list(b.attrs["header"])
+            assert dict(a["value"].attrs) == dict(b["value"].attrs) and a["value"].attrs["t"] == "array"
+            assert (a["value"].dtype, a["value"].shape, a["value"].compression) == \
+                   (b["value"].dtype, b["value"].shape, b["value"].compression)
+
+
+def _fork_child_writes(root):
+    store = HDF5Store(root)
+    store.set("big", TOKENS[1], np.full((512, 1024), 1.0))  # checksummed on the child's own helper thread
+    return store.get("big", TOKENS[1]).sum()
+
+
+def test_helper_thread_survives_fork(tmp_path):
+    store = HDF5Store(tmp_path / "root")
+    store.set("big", TOKENS[0], np.full((512, 1024), 2.0))  # starts the parent's helper thread
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        assert pool.submit(_fork_child_writes, str(tmp_path / "root")).result(timeout=60) == 512 * 1024
+    assert store.get("big", TOKENS[0]).sum() == 2 * 512 * 1024
+
+
+def test_a_new_field_gets_its_fan_out_folders(tmp_path):
+    store = HDF5Store(tmp_path / "root")
+    store.set("f", TOKENS[0], 1)
+    deadline = time.monotonic() + 10
+    while len(os.listdir(tmp_path / "root" / "f")) < 16 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the other 15 folders are made by the helper thread
+    assert sorted(os.listdir(tmp_path / "root" / "f")) == sorted("0123456789abcdef")
+    assert [e[1] for e in store.entries()] == [TOKENS[0]]
+
+
 def test_foreign_or_newer_roots_are_refused(tmp_path):
     (tmp_path / "data.csv").write_text("x")
     with pytest.raises(FileNotFoundError, match="not a connectome_dask cache"):
