@@ -24,6 +24,7 @@ __all__ = [
     "InvalidArgument",
     "UnknownKey",
     "DuplicateKeys",
+    "UnknownAlgorithm",
 ]
 
 
@@ -93,6 +94,11 @@ class UnknownKey(ConnectomeError, KeyError, ValueError):
 class DuplicateKeys(ConnectomeError, ValueError, RuntimeError, AssertionError):
     """Two entries would get the same key (``Merge``, ``Join``, ``Split``); a ``ValueError``,
     ``RuntimeError`` and ``AssertionError``, the types connectome raises for these layers."""
+
+
+class UnknownAlgorithm(ConnectomeError, ValueError, AttributeError):
+    """``HashDigest(names, algorithm)`` with a name that ``hashlib`` does not provide. A
+    ``ValueError``, and an ``AttributeError`` as connectome raises (it looks the name up in ``hashlib``)."""
 
 
 class CacheWarning(UserWarning):

@@ -17,6 +17,7 @@ dask, and if it still fails its id is reported as failed with that error. After 
 import dataclasses
 import sys
 
+from .allocator import restore as restore_heap, reuse_freed_memory
 from .evaluate import Evaluation
 from .exceptions import PersistError
 from .hashing import combine, tokenize
@@ -72,6 +73,7 @@ class PersistBatch:
         self.targets = targets
 
     def __call__(self, keys):
+        reuse_freed_memory()  # see connectome_dask.allocator
         return [self.entry(key) for key in keys]
 
     def entry(self, key):
@@ -153,11 +155,18 @@ class PersistJob:
 
     def __init__(self, client, futures, batches, errors):
         self.client, self.futures, self.batches, self._errors = client, futures, batches, errors
+        self._restored = False
 
     def result(self, timeout=None):
         _wait(self.client, self.futures, timeout)
         finished = [f for f in self.futures if f.status == "finished"]
         statuses = dict(zip([f.key for f in finished], self.client.gather(finished)))
+        if self.futures and not self._restored:
+            self._restored = True
+            try:
+                self.client.run(restore_heap)  # the workers' start-up heap settings
+            except Exception:  # noqa: BLE001 - best effort: a worker may be gone
+                pass
         report = PersistReport()
         for batch, future in zip(self.batches, self.futures):
             if future.key in statuses:

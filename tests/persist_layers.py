@@ -54,3 +54,24 @@ def pipeline(log, root, **options):
 
 def ram_pipeline(log, root):
     return pipeline(log, root) >> CacheToRam(["image"])
+
+
+def churn_faults(arrays=20, nbytes=4 << 20):
+    """Page faults of this process while it makes and frees ``arrays`` arrays of ``nbytes``."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(arrays):
+        np.ones(nbytes // 8)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+class Churn(Source):
+    """``faults``: the page faults of :func:`churn_faults` in the process that computes the entry."""
+
+    @meta
+    def ids():
+        return ["a", "b", "c", "d"]
+
+    def faults(key):
+        return churn_faults()

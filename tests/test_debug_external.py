@@ -11,7 +11,8 @@ import pytest
 from connectome_dask import (Apply, CacheToDisk, CacheToRam, CheckIds, Filter, Merge, Source, Transform, inverse,
                              meta, optional)
 from connectome_dask.exceptions import DependencyError, FieldError, GraphError, HashingError
-from connectome_dask.layers.debug import HashDigest, UnknownAlgorithm
+from connectome_dask import HashDigest
+from connectome_dask.exceptions import UnknownAlgorithm
 from connectome_dask.layers.external import External, ExternalBase
 from dataset_layers import Scans, SiteA, SiteB
 import external_layers

@@ -10,8 +10,9 @@ import time
 import numpy as np
 import pytest
 
+from connectome_dask import CacheToDisk
 from connectome_dask.exceptions import PersistError
-from persist_layers import Scans, pipeline, ram_pipeline
+from persist_layers import Churn, Scans, churn_faults, pipeline, ram_pipeline
 
 pytestmark = pytest.mark.cluster
 
@@ -99,6 +100,21 @@ def test_embedded_default(counter, cache_root):
     report = ds.persist(progress=False)
     assert report.computed == 8
     assert ds.persist(progress=False).computed == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap settings")
+def test_workers_reuse_freed_arrays_while_persist_runs(client, cache_root):
+    # dask starts workers with MALLOC_TRIM_THRESHOLD_ set: each freed 4 MB array is unmapped and the
+    # next one faulted in afresh (1,024 faults each); persist tasks reuse them, and the finished job
+    # put the start-up settings back on every worker (test_allocator checks what restoring does)
+    from connectome_dask.allocator import restore
+
+    one_array = (4 << 20) // 4096
+    assert min(client.run(churn_faults).values()) > 5 * one_array
+    ds = Churn() >> CacheToDisk.simple("faults", root=cache_root)
+    assert ds.persist(client, progress=False).computed == 4
+    assert max(ds.faults(key) for key in ds.ids) < 3 * one_array
+    assert set(client.run(restore).values()) == {False}  # nothing left to restore
 
 
 @pytest.mark.slow

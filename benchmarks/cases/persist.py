@@ -19,7 +19,7 @@ import time
 import h5py
 import numpy as np
 
-from common import args, not_available, report, timed, volumes_folder
+from common import args, not_available, report, steady_allocator, timed, volumes_folder
 import pipelines
 
 _FORKED = {}  # what the pool's children inherit
@@ -55,6 +55,7 @@ def check(lib, data, root, key):
 
 def main():
     a = args()
+    steady_allocator()  # serial runs reuse freed arrays like the workers do (see common.steady_allocator)
     n = 8 if a.quick else 64
     data = volumes_folder(n)
     keys = pipelines.volume_ids(data)

@@ -14,6 +14,7 @@ registered with :data:`normalize_token`; otherwise :class:`HashingError` — nev
 (a false miss) nor a partial one (a stale hit).
 """
 
+import abc
 import dataclasses
 import enum
 import functools
@@ -62,6 +63,11 @@ normalize_token = _Registry()
 @normalize_token.register(__import__("logging").Logger)
 def _logger(logger):
     return ("logging.Logger", logger.name)
+
+
+# class attributes common in dataset classes that have no token of their own
+normalize_token.register(functools.cached_property, lambda value: ("cached_property", value.func))
+normalize_token.register(type(abc.ABC.__dict__["_abc_impl"]), lambda value: "abc-registry")
 
 
 def tokenize(value, *, what=None):

@@ -15,18 +15,13 @@ algorithm and the layout, so a digest is itself a deterministic computation (das
 import hashlib
 
 from ..evaluate import Symbolic
-from ..exceptions import ConnectomeError, FieldError, HashingError, InvalidArgument
+from ..exceptions import FieldError, HashingError, InvalidArgument, UnknownAlgorithm
 from ..hashing import combine, fingerprint
 from ..nodes import Input, Node, walk
 from ..plan import Plan, _broken
 from .base import CallableLayer
 
-__all__ = ["HashDigest", "Digest", "UnknownAlgorithm"]
-
-
-class UnknownAlgorithm(ConnectomeError, ValueError, AttributeError):
-    """``HashDigest(names, algorithm)`` with a name that ``hashlib`` does not provide. A
-    ``ValueError``, and an ``AttributeError`` as connectome raises (it looks the name up in ``hashlib``)."""
+__all__ = ["HashDigest", "Digest"]
 
 
 class Digest(Node):

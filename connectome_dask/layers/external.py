@@ -25,12 +25,11 @@ a :class:`~connectome_dask.exceptions.FieldError`; ``marker`` is called as ``mar
 the layers pickle.
 """
 
-import abc
 import functools
 import inspect
 
 from ..exceptions import FieldError, GraphError, HashingError, InvalidArgument
-from ..hashing import combine, fingerprint, normalize_token, reference, tokenize
+from ..hashing import combine, fingerprint, reference, tokenize
 from ..nodes import Call
 from ..plan import Plan, _broken
 from .base import CallableLayer
@@ -40,9 +39,6 @@ __all__ = ["External", "ExternalBase"]
 _PROPERTIES = (property, functools.cached_property)
 _MISSING = object()
 
-# Class attributes common in dataset classes that have no token of their own (TODO: hashing.code).
-normalize_token.register(functools.cached_property, lambda value: ("cached_property", value.func))
-normalize_token.register(type(abc.ABC.__dict__["_abc_impl"]), lambda value: "abc-registry")
 
 
 class _Config:
