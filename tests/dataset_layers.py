@@ -103,25 +103,3 @@ class Slices(Split):
 
     def slice_size(size, __part__):
         return size + __part__
-
-
-class Table:
-    """A plain dataset object, as downstream libraries write them (wrapped by ``External``)."""
-
-    def __init__(self, rows):
-        self.rows = rows
-
-    @property
-    def ids(self):
-        return sorted(self.rows)
-
-    def value(self, key):
-        return self.rows[key]
-
-    @staticmethod
-    def helper():
-        return 0
-
-    @classmethod
-    def build(cls):
-        return cls({})

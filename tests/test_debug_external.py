@@ -8,12 +8,9 @@ import pickle
 import cloudpickle
 import pytest
 
-from connectome_dask import (Apply, CacheToDisk, CacheToRam, CheckIds, Filter, Merge, Source, Transform, inverse,
-                             meta, optional)
-from connectome_dask.exceptions import DependencyError, FieldError, GraphError, HashingError
-from connectome_dask import HashDigest
-from connectome_dask.exceptions import UnknownAlgorithm
-from connectome_dask.layers.external import External, ExternalBase
+from connectome_dask import (Apply, CacheToDisk, CacheToRam, CheckIds, External, ExternalBase, Filter, HashDigest,
+                             Merge, Source, Transform, inverse, meta, optional)
+from connectome_dask.exceptions import DependencyError, FieldError, GraphError, UnknownAlgorithm
 from dataset_layers import Scans, SiteA, SiteB
 import external_layers
 from external_layers import Pair, Table

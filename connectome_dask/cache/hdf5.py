@@ -23,6 +23,7 @@ process checksums large arrays while HDF5 copies them into the file, and makes a
 fan-out folders while values are computed (each ``mkdir`` costs 0.1-1 ms on ext4).
 """
 
+import concurrent.futures
 import json
 import os
 import threading
@@ -199,7 +200,7 @@ def _write_plain(tmp, value):
             dataset.write(h5s.ALL, h5s.ALL, arr)
         tag = h5py.h5a.create(dataset, b"t", _types()["str"], h5s.create(h5s.SCALAR))
         tag.write(np.array("array", dtype=h5py.string_dtype()))
-        checksum = checksum_of("array", arr) if pending is None else pending.wait()
+        checksum = checksum_of("array", arr) if pending is None else pending.result()
         header = h5py.h5a.create(fid, b"header", _types()["int64"], h5s.create_simple((2,)))
         header.write(np.array([checksum, 1], np.int64))
         del tag, header, dataset
@@ -219,29 +220,6 @@ def _types():
 
 
 _BACKGROUND_CHECKSUM_BYTES = 1 << 20  # below this, handing the work to a thread costs what it saves
-
-
-class _Job:
-    __slots__ = ("func", "args", "result", "error", "done")
-
-    def __init__(self, func, args):
-        self.func, self.args, self.result, self.error = func, args, None, None
-        self.done = threading.Lock()
-        self.done.acquire()
-
-    def run(self):
-        try:
-            self.result = self.func(*self.args)
-        except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
-            self.error = e
-        finally:
-            self.done.release()
-
-    def wait(self):
-        self.done.acquire()
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 class _Background:
@@ -269,14 +247,18 @@ class _Background:
                         return None
                     self._queue, self._pid = fresh, os.getpid()
                 queue = self._queue
-        job = _Job(func, args)
-        queue.put(job)
+        job = concurrent.futures.Future()
+        queue.put((job, func, args))
         return job
 
 
 def _serve(queue):
     while True:
-        queue.get().run()
+        job, func, args = queue.get()
+        try:
+            job.set_result(func(*args))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller that waits for the job
+            job.set_exception(e)
 
 
 _background = _Background()
