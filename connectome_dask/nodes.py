@@ -165,20 +165,48 @@ class Item(Node):
 
 
 class Cached(Node):
-    """``inner`` looked up in ``binding.store()`` under ``(name, token)``; computed and stored on a miss."""
+    """``inner`` looked up in ``binding.store()`` under ``(name, token)``; computed and stored on a miss.
 
-    __slots__ = ("inner", "binding")
+    A cache hit must cost little more than the store lookup, and the Merkle token of a chain takes
+    one hash per node. When the token depends on the entry key alone (every leaf upstream is an
+    ``Input``; no impure or routing node) it is memoized per key, for ``str`` and ``int`` keys.
+    """
+
+    __slots__ = ("inner", "binding", "_tokens")
     transparent = True
+    MEMO = 1 << 16  # tokens remembered per node (cleared when full)
 
     def __init__(self, name, inner, binding):
         super().__init__(name, (inner,))
         self.inner, self.binding = inner, binding
+        self._tokens = None  # unknown yet; False: not memoizable; else {entry: token}
 
     def deps(self):
         return (self.inner,)
 
     def compute(self, ev):
-        return self.binding.load_or_compute(self.name, ev.token(self), lambda: ev.value(self.inner))
+        return self.binding.load_or_compute(self.name, self._token(ev), lambda: ev.value(self.inner))
+
+    def _token(self, ev):
+        tokens = self._tokens
+        if tokens is None:
+            keyed = all(isinstance(n, Input) for n in walk([self.inner], inner=True) if n.leaf)
+            tokens = self._tokens = {} if keyed else False
+        inputs = ev.inputs
+        if tokens is False or len(inputs) != 1:
+            return ev.token(self)
+        (name, value), = inputs.items()
+        kind = type(value)
+        if kind is not str and kind is not int:
+            return ev.token(self)
+        entry = (name, kind, value)
+        token = tokens.get(entry)
+        if token is None:
+            token = ev.token(self)
+            if len(tokens) >= self.MEMO:
+                tokens.clear()
+            tokens[entry] = token
+        return token
 
     def is_stored(self, ev):
         """Whether the store already holds this node's value for the entry of ``ev``."""
@@ -187,6 +215,9 @@ class Cached(Node):
     @property
     def salt(self):
         return self.binding.token
+
+    def __reduce__(self):
+        return Cached, (self.name, self.inner, self.binding)  # not the memo
 
     def __repr__(self):
         return f"Cached({self.name!r}, {self.binding!r})"

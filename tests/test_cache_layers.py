@@ -91,6 +91,46 @@ def test_impure_fields_cannot_be_cached_unless_asked(counter):
     assert ds.noise(1) != ds.noise(1)  # the impure value still changes the key
 
 
+def test_equal_keys_of_other_types_are_other_entries(counter):
+    # hits skip hashing by remembering each key's token: 1, True, 1.0 and "1" must stay apart
+    class Keys(Source):
+        def value(i):
+            counter("value")
+            return repr(i)
+
+    ds = Keys() >> CacheToRam()
+    keys = [1, True, 1.0, "1", (1,), 1, True, 1.0, "1", (1,)]
+    assert [ds.value(k) for k in keys] == [repr(k) for k in keys]
+    assert counter.count("value") == 5
+
+
+def test_impure_ancestors_are_hashed_on_every_hit(counter):
+    class Rolls(Source):
+        @impure
+        def roll(i):
+            counter("roll")
+            return counter.count("roll") % 2  # 1, 0, 1, 0, ...
+
+        def value(i):
+            return i
+
+    ds = Rolls() >> Transform(__inherit__=True, twice=lambda roll: (counter("twice"), 2 * roll)[1]) \
+        >> CacheToRam(["twice"], impure=True)
+    assert [ds.twice(7) for _ in range(4)] == [2, 0, 2, 0]
+    assert counter.count("twice") == 2  # one entry per value of the impure ancestor
+
+
+def test_pickled_cache_nodes_do_not_carry_remembered_tokens(counter):
+    from connectome_dask.persist import PersistBatch, cached_nodes
+
+    ds = counted_source(counter) >> CacheToRam()
+    task = PersistBatch(tuple(cached_nodes(ds, ["value"])[1]))  # what persist sends to the workers
+    small = len(cloudpickle.dumps(task))
+    for key in range(2000):
+        ds.value(key)
+    assert len(cloudpickle.dumps(task)) < small + 200
+
+
 # --- CacheToDisk ----------------------------------------------------------------------------------
 
 def test_disk_roundtrip_types_and_persistence(counter, cache_root):

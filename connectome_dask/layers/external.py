@@ -40,7 +40,6 @@ _PROPERTIES = (property, functools.cached_property)
 _MISSING = object()
 
 
-
 class _Config:
     """What an ``External`` was built with (one attribute, so that the state of an ``ExternalBase``
     subclass, which is the object itself, is its own attributes only)."""
