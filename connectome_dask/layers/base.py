@@ -15,7 +15,7 @@ lazy global validation): building a chain never fails because of a missing input
 import inspect
 
 from ..evaluate import Evaluation
-from ..exceptions import DependencyError, FieldError
+from ..exceptions import DependencyError, FieldError, InvalidArgument
 from ..nodes import Call, Item, raw_inputs
 from ..plan import OPEN
 
@@ -158,10 +158,21 @@ def _field_node(plan, name, label):
     return node
 
 
-def as_names(names):
+def as_names(names, owner=None, what="names"):
+    """``names`` (one name or an iterable of them) as a tuple; with ``owner`` (the layer's label for
+    errors), validated and without repeats: :class:`InvalidArgument` names ``what`` was wrong."""
     if isinstance(names, str):
         return (names,)
-    return tuple(names)
+    if owner is None:
+        return tuple(names)
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise InvalidArgument(f"{owner}: {what} must be a name or a list of names, not {names!r}") from None
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise InvalidArgument(f"{owner}: {what} must be strings, got {bad!r}")
+    return tuple(dict.fromkeys(names))
 
 
 class Field:

@@ -19,7 +19,7 @@ from ..exceptions import FieldError, HashingError, InvalidArgument, UnknownAlgor
 from ..hashing import combine, fingerprint
 from ..nodes import Input, Node, walk
 from ..plan import Plan, _broken
-from .base import CallableLayer
+from .base import CallableLayer, as_names
 
 __all__ = ["HashDigest", "Digest"]
 
@@ -96,19 +96,6 @@ def _check_algorithm(algorithm):
     return identity
 
 
-def _check_names(names):
-    if isinstance(names, str):
-        return (names,)
-    try:
-        names = tuple(names)
-    except TypeError:
-        raise InvalidArgument(f"HashDigest: names must be a field name or a list of names, not {names!r}") from None
-    bad = [n for n in names if not isinstance(n, str)]
-    if bad:
-        raise InvalidArgument(f"HashDigest: field names must be strings, got {bad!r}")
-    return tuple(dict.fromkeys(names))
-
-
 class HashDigest(CallableLayer):
     """Replace each named field by its identity: ``(value?, node_hash, pickled_hash, digest?)``.
 
@@ -160,7 +147,7 @@ class HashDigest(CallableLayer):
     """
 
     def __init__(self, names, algorithm=None, return_value=False):
-        self._names = _check_names(names)
+        self._names = as_names(names, "HashDigest", "field names")
         self._identity = _check_algorithm(algorithm)
         self._algorithm, self._return_value = algorithm, bool(return_value)
 

@@ -32,7 +32,7 @@ from ..exceptions import FieldError, GraphError, HashingError, InvalidArgument
 from ..hashing import combine, fingerprint, reference, tokenize
 from ..nodes import Call
 from ..plan import Plan, _broken
-from .base import CallableLayer
+from .base import CallableLayer, as_names
 
 __all__ = ["External", "ExternalBase"]
 
@@ -48,10 +48,10 @@ class _Config:
 
     def __init__(self, obj, inputs, fields, properties, inherit, marker):
         self.obj, self.marker = obj, marker
-        self.inputs = _names(inputs, "inputs")
-        self.fields = None if fields is None else _names(fields, "fields")
-        self.properties = None if properties is None else _names(properties, "properties")
-        self.inherit = _names(inherit, "inherit")
+        self.inputs = as_names(inputs, "External", "inputs")
+        self.fields = None if fields is None else as_names(fields, "External", "fields")
+        self.properties = None if properties is None else as_names(properties, "External", "properties")
+        self.inherit = as_names(inherit, "External", "inherit")
         if marker is not None and not callable(marker):
             raise InvalidArgument(f"External: marker must be a callable marker(name), not {type(marker).__name__}")
 
@@ -61,19 +61,6 @@ class _Config:
     def __setstate__(self, state):
         for name, value in state.items():
             setattr(self, name, value)
-
-
-def _names(names, what):
-    if isinstance(names, str):
-        return (names,)
-    try:
-        names = tuple(names)
-    except TypeError:
-        raise InvalidArgument(f"External: {what} must be a name or a list of names, not {names!r}") from None
-    bad = [n for n in names if not isinstance(n, str)]
-    if bad:
-        raise InvalidArgument(f"External: {what} must be strings, got {bad!r}")
-    return tuple(dict.fromkeys(names))
 
 
 class _Member:
