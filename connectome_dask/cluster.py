@@ -67,8 +67,10 @@ def embedded_client():
 
         workers = int(os.environ.get("CONNECTOME_DASK_WORKERS", os.cpu_count() or 1))
         with _worker_settings():
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=40)
+            # no dashboard; the scheduler's HTTP server (metrics) on a free port, not on 8787,
+            # which stays free for the user's own cluster's dashboard
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, silence_logs=40,
+                                   dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"})
         client = Client(cluster, set_as_default=False)
         _embedded.update(client=client, cluster=cluster)
         return client

@@ -100,6 +100,9 @@ def test_embedded_default(counter, cache_root):
     report = ds.persist(progress=False)
     assert report.computed == 8
     assert ds.persist(progress=False).computed == 0
+    from connectome_dask.cluster import embedded_client
+
+    assert embedded_client().scheduler_info()["services"].get("dashboard") != 8787  # left to the user's cluster
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap settings")
