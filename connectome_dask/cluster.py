@@ -82,6 +82,8 @@ def start_method():
     (``spawn``) elsewhere."""
     method = os.environ.get("CONNECTOME_DASK_START_METHOD")
     if method:
+        if method not in ("fork", "forkserver", "spawn"):
+            raise ValueError(f"CONNECTOME_DASK_START_METHOD={method!r}: use fork, forkserver or spawn")
         return method
     return "fork" if sys.platform.startswith("linux") else None
 
@@ -92,9 +94,9 @@ def _worker_settings():
     profiler (it samples every thread 100 times a second for a dashboard the cluster does not have)."""
     import dask
 
-    settings = {"distributed.worker.profile.enabled": False}
-    if start_method() is not None:
-        settings["distributed.worker.multiprocessing-method"] = start_method()
+    settings, method = {"distributed.worker.profile.enabled": False}, start_method()
+    if method is not None:
+        settings["distributed.worker.multiprocessing-method"] = method
     with dask.config.set(settings), warnings.catch_warnings():
         # Python >= 3.12 warns that forking a process with threads may deadlock the child: the
         # forking thread is the cluster's event loop, the others are idle or wait on it (h5py

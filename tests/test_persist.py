@@ -105,6 +105,26 @@ def test_embedded_default(counter, cache_root):
     assert embedded_client().scheduler_info()["services"].get("dashboard") != 8787  # left to the user's cluster
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers are the Linux default")
+def test_embedded_workers_are_forked_with_this_process_state(monkeypatch):
+    import types
+
+    from connectome_dask import cluster
+
+    cluster.close_embedded()
+    monkeypatch.delenv("CONNECTOME_DASK_START_METHOD", raising=False)
+    marker = types.ModuleType("only_in_this_process")  # no file: a spawned worker could not import it
+    monkeypatch.setitem(sys.modules, marker.__name__, marker)
+    try:
+        found = cluster.embedded_client().run(lambda: "only_in_this_process" in sys.modules)
+        assert found and all(found.values())
+    finally:
+        cluster.close_embedded()
+    monkeypatch.setenv("CONNECTOME_DASK_START_METHOD", "frok")
+    with pytest.raises(ValueError, match="fork, forkserver or spawn"):
+        cluster.embedded_client()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap settings")
 def test_workers_reuse_freed_arrays_while_persist_runs(client, cache_root):
     # dask starts workers with MALLOC_TRIM_THRESHOLD_ set: each freed 4 MB array is unmapped and the
