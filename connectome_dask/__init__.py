@@ -15,7 +15,9 @@ from .layers.base import CallableLayer, Layer
 from .layers.cache import CacheLayer, CacheToDisk, CacheToRam
 from .layers.columns import CacheColumns
 from .layers.chain import Chain, LazyChain, chained
-from .layers.dataset import CheckIds, Filter, GroupBy, Join, JoinMode, Merge
+from .layers.dataset import CheckIds, Filter
+from .layers.group import GroupBy
+from .layers.merge import Join, JoinMode, Merge
 from .layers.debug import HashDigest
 from .layers.declared import Mixin, Source, Transform
 from .layers.external import External, ExternalBase

@@ -11,7 +11,7 @@ from ..exceptions import DependencyError, DuplicateKeys, GraphError
 from ..nodes import Input, Missing
 from ..plan import Plan, _broken, _Builder, inherits
 from ..routing import Gather, Scope, Table
-from .dataset import _no_backward, _sorted_keys, check_pure
+from .dataset import check_pure, no_backward, sorted_keys
 from .declared import _Declared
 
 __all__ = ["Split"]
@@ -89,7 +89,7 @@ class Split(_Declared, _root=True):
         ids = prev.fields.get("ids") or Missing("ids", label)
         table = Table("parts", _split_table, [ids, Gather("split", ids, splitter)], layer=label)
         own, _, dropped = builder.outputs()
-        fields = {"id": Input("id"), "ids": Table("ids", _sorted_keys, [table], layer=label)}
+        fields = {"id": Input("id"), "ids": Table("ids", sorted_keys, [table], layer=label)}
         allowed = inherits(self._spec)
         for name, node in prev.fields.items():
             if name not in fields and name not in own and name not in prev.metas and allowed(name):
@@ -97,4 +97,4 @@ class Split(_Declared, _root=True):
         for name, node in own.items():
             fields[name] = Scope(name, table, (node,), label)
         broken = prev.broken + tuple(_broken(label, {"ids": ids, **own}))
-        return Plan(fields, {"ids"}, {"id", "ids"}, None, dropped, (_no_backward(label),), broken)
+        return Plan(fields, {"ids"}, {"id", "ids"}, None, dropped, (no_backward(label),), broken)
