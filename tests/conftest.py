@@ -51,7 +51,7 @@ def client():
     """A real 2-process LocalCluster shared by the tests of a session."""
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=40)
     with Client(cluster, set_as_default=False) as c:
         yield c

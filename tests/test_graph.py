@@ -148,7 +148,7 @@ def test_main_module_and_closure_functions_run_on_workers(tmp_path):
 
         ds = Numbers() >> Transform(value=lambda value: userpipe.offset(value))
         if __name__ == "__main__":
-            with LocalCluster(n_workers=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as c:
+            with LocalCluster(n_workers=1, processes=True, dashboard_address=":0") as cluster, Client(cluster) as c:
                 print(c.compute(ds.to_dask("value")).result())
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}

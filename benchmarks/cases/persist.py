@@ -122,7 +122,7 @@ def persist_on_cluster(a, data, keys, root, serial, out):
     from distributed import Client, LocalCluster
 
     start = time.perf_counter()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=40) as cluster, Client(cluster) as client:
         out["cluster_startup_s"] = time.perf_counter() - start
         for run in ("cold", "warm"):  # cold: the workers' first tasks also import scipy, h5py, ...
