@@ -90,11 +90,14 @@ def start_method():
 
 @contextlib.contextmanager
 def _worker_settings():
-    """Dask settings while the embedded cluster starts: the start method, and no statistical
-    profiler (it samples every thread 100 times a second for a dashboard the cluster does not have)."""
+    """Dask settings while the embedded cluster starts: the start method, no statistical profiler
+    (it samples every thread 100 times a second for a dashboard the cluster does not have), and
+    event-loop health checks once a second instead of 50 times (measured on 2 cores, idle: the
+    scheduler's process 8.8 % of a core -> 2.7 %, each worker 3.3 % -> 1.3 %)."""
     import dask
 
-    settings, method = {"distributed.worker.profile.enabled": False}, start_method()
+    settings = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s"}
+    method = start_method()
     if method is not None:
         settings["distributed.worker.multiprocessing-method"] = method
     with dask.config.set(settings), warnings.catch_warnings():

@@ -1,10 +1,11 @@
 """``pipeline.persist(client)``: fill every cache layer of a pipeline in parallel with dask.
 
-Coarse tasks: each evaluates, for a batch of entries (one entry when there are few, more when
-there are thousands, a whole shard for ``CacheColumns``), every requested ``Cached`` node of an
-entry in one :class:`~connectome_dask.evaluate.Evaluation`, so upstream work shared by several
-cached fields runs once, a store that already holds an entry is not recomputed, and nothing
-upstream of a hit runs. Workers write HDF5 entries straight into the shared root (atomic publish), and a task
+Coarse tasks: each evaluates, for a batch of entries (see :func:`batches_of`; a whole shard for
+``CacheColumns``), every requested ``Cached`` node of an entry in one
+:class:`~connectome_dask.evaluate.Evaluation`, so upstream work shared by several cached fields
+runs once, a store that already holds an entry is not recomputed, and nothing upstream of a hit
+runs. A task on a worker reports, at most every half second, how many of its entries are done
+(``Worker.log_event`` on :data:`PROGRESS_TOPIC`), so the progress bar moves per entry. Workers write HDF5 entries straight into the shared root (atomic publish), and a task
 returns only a short status, so the client holds no arrays. Tasks are keyed
 ``f"{fields}-{token}"`` (the fields' names, then a token of the batch's entries), so the
 dashboard groups them by field.
@@ -16,6 +17,8 @@ dask, and if it still fails its id is reported as failed with that error. After 
 
 import dataclasses
 import sys
+import threading
+import time
 
 from .allocator import restore as restore_heap, reuse_freed_memory
 from .evaluate import Evaluation
@@ -23,7 +26,10 @@ from .exceptions import PersistError
 from .hashing import combine, tokenize
 from .nodes import Cached, Call, Input, static_token, walk
 
-__all__ = ["persist", "PersistReport", "PersistJob", "PersistBatch", "cached_nodes"]
+__all__ = ["persist", "PersistReport", "PersistJob", "PersistBatch", "cached_nodes", "batches_of", "PROGRESS_TOPIC"]
+
+PROGRESS_TOPIC = "connectome_dask.persist"  # events ``[task key, entries done]``
+_REPORT_EVERY = 0.5  # seconds
 
 
 @dataclasses.dataclass
@@ -74,7 +80,14 @@ class PersistBatch:
 
     def __call__(self, keys):
         reuse_freed_memory()  # see connectome_dask.allocator
-        return [self.entry(key) for key in keys]
+        report, statuses = _reporter(), []
+        last = time.monotonic()
+        for key in keys:
+            statuses.append(self.entry(key))
+            if report is not None and len(statuses) < len(keys) and time.monotonic() - last >= _REPORT_EVERY:
+                report(len(statuses))
+                last = time.monotonic()
+        return statuses
 
     def entry(self, key):
         ev = Evaluation({"id": key})
@@ -88,6 +101,18 @@ class PersistBatch:
 
     def __reduce__(self):
         return PersistBatch, (self.targets,)
+
+
+def _reporter():
+    """``report(done)`` for the task running in this thread of a dask worker, else None."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    key = worker.get_current_task()
+    return lambda done: worker.log_event(PROGRESS_TOPIC, [key, done])
 
 
 def _computed(ev):
@@ -196,10 +221,19 @@ def _error_of(future):
     return error if error is not None else RuntimeError(f"task {future.key} {future.status}")
 
 
-def batches_of(ids, targets, workers):
-    """Entries per task: one each for few ids (heavy entries balance best), enough per task to keep
-    the scheduler's per-task cost small for many ids, and whole shards for ``CacheColumns``."""
-    size = max(1, len(ids) // (max(workers, 1) * 50))
+def batches_of(ids, targets, slots):
+    """Entries per task, by guided self-scheduling: each batch takes ``1 / (4 * slots)`` of the
+    entries left (``slots``: the cluster's worker threads), so the first tasks are big (little
+    scheduling per entry: 64 one-entry tasks cost 10-20 % of a 2-core machine) and the last ones
+    single entries (every slot finishes at about the same time). A batch holds at most 8 entries,
+    or ``len(ids) / (50 * slots)`` for many ids, so the progress bar moves and ``Ctrl-C`` stops
+    the cluster within a few entries. A ``CacheColumns`` shard is one batch, never split.
+
+    Examples
+    --------
+    >>> [len(b) for b in batches_of(list(range(64)), [], slots=2)]
+    [8, 7, 7, 6, 5, 4, 4, 3, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1]
+    """
     sharded = [n for n in targets if hasattr(getattr(n, "binding", None), "shards")]
     if sharded:
         index, _ = sharded[0].binding.shards()
@@ -207,7 +241,13 @@ def batches_of(ids, targets, workers):
         for key in ids:
             groups.setdefault(index.get(key), []).append(key)
         return list(groups.values())
-    return [ids[i:i + size] for i in range(0, len(ids), size)]
+    most = max(8, len(ids) // (50 * slots))
+    batches, start = [], 0
+    while start < len(ids):
+        size = min(most, -(-(len(ids) - start) // (4 * slots)))
+        batches.append(ids[start:start + size])
+        start += size
+    return batches
 
 
 def _finish(report, errors):
@@ -285,7 +325,7 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
     from .cluster import resolve_client
 
     client = resolve_client(client)
-    batches = batches_of(ids, targets, len(client.scheduler_info().get("workers", ())) or 1)
+    batches = batches_of(ids, targets, _slots(client))
     prefix = "-".join(names) or "persist"
     structure = combine(*(combine(n.name, _store_token(n)) for n in targets))
     keys = [f"{prefix}-{combine(structure, *(tokenize(i, what='an entry key') for i in b))}" for b in batches]
@@ -301,14 +341,46 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
     return job.result()
 
 
-def _wait(client, futures, timeout=None, bar=None, sizes=None):
+def _slots(client):
+    """The cluster's worker threads; 32 while it has no worker yet (an adaptive cluster: fine batches)."""
+    return sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 32
+
+
+def _wait(client, futures, timeout=None, finished=None):
     """Wait for ``futures`` of ``client`` (which need not be the default client)."""
     from distributed import as_completed
 
-    size_of = dict(zip((f.key for f in futures), sizes or ()))
     for future in as_completed(futures, loop=client.loop, timeout=timeout):
-        if bar is not None:
-            bar.update(size_of.get(future.key, 1))
+        if finished is not None:
+            finished(future.key)
+
+
+_tallies = {}  # task key -> the _Tally of the blocking persist waiting for it
+
+
+class _Tally:
+    """Entries done per task of one blocking persist, drawn on a tqdm bar."""
+
+    def __init__(self, bar, sizes):
+        self.bar, self.sizes, self.done, self.lock = bar, sizes, dict.fromkeys(sizes, 0), threading.Lock()
+
+    def set(self, key, done):
+        with self.lock:
+            grown = min(done, self.sizes[key]) - self.done[key]
+            if grown > 0:
+                self.done[key] += grown
+                self.bar.update(grown)
+
+    def finished(self, key):
+        self.set(key, self.sizes[key])
+
+
+def _route(event):
+    """Client-side handler of :data:`PROGRESS_TOPIC` events (runs on the client's event loop)."""
+    key, done = event[1]
+    tally = _tallies.get(key)
+    if tally is not None:
+        tally.set(key, done)
 
 
 def _progress(client, futures, sizes, enabled):
@@ -317,4 +389,11 @@ def _progress(client, futures, sizes, enabled):
     from tqdm.auto import tqdm
 
     with tqdm(total=sum(sizes), desc="persist", unit="entry", file=sys.stderr) as bar:
-        _wait(client, futures, bar=bar, sizes=sizes)
+        tally = _Tally(bar, {f.key: size for f, size in zip(futures, sizes)})
+        _tallies.update(dict.fromkeys(tally.sizes, tally))
+        client.subscribe_topic(PROGRESS_TOPIC, _route)  # kept: events of cancelled tasks may still come
+        try:
+            _wait(client, futures, finished=tally.finished)
+        finally:
+            for key in tally.sizes:
+                _tallies.pop(key, None)

@@ -80,7 +80,38 @@ def test_ram_caches_of_the_workers_are_filled(client, counter, cache_root):
 
 def test_progress_bar_is_drawn(client, counter, cache_root, capsys):
     pipeline(counter.path, cache_root).persist(client)
-    assert "persist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "persist" in err and "8/8" in err
+
+
+def test_tasks_report_entries_done_while_they_run(client, counter, cache_root):
+    # a batch of several slow entries moves the progress bar per entry, not once at its end
+    from connectome_dask.persist import PROGRESS_TOPIC, PersistBatch, cached_nodes
+
+    _, targets = cached_nodes(pipeline(counter.path, cache_root, sleep=0.6))
+    seen = []
+    client.subscribe_topic(PROGRESS_TOPIC, lambda event: seen.append(tuple(event[1])))
+    try:
+        future = client.submit(PersistBatch(tuple(targets)), ["s00", "s01", "s02"], key="batch-3", pure=False)
+        assert future.result(timeout=60) == ["computed"] * 3
+        deadline = time.time() + 10
+        while len(seen) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        client.unsubscribe_topic(PROGRESS_TOPIC)
+    assert seen == [("batch-3", 1), ("batch-3", 2)]  # the end of the task reports the last one
+
+
+def test_batches_shrink_towards_the_end_and_stay_few():
+    from connectome_dask.persist import batches_of
+
+    for n, slots in ((64, 2), (1000, 2), (10000, 2), (10000, 64), (3, 8)):
+        ids = list(range(n))
+        sizes = [len(b) for b in batches_of(ids, [], slots)]
+        assert sum(batches_of(ids, [], slots), []) == ids
+        assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
+        assert sizes[0] <= max(8, n // (50 * slots))
+        assert n < 64 or len(sizes) < n / 2  # not one task per entry
 
 
 def test_killed_worker_is_survived(client, counter, cache_root, tmp_path):
