@@ -173,8 +173,8 @@ class PersistJob:
 
     Methods
     -------
-    result(timeout=None)
-        Wait for every future and return the :class:`PersistReport` (or raise
+    result(timeout=None, progress=False)
+        Wait for every future (drawing a progress bar if asked) and return the :class:`PersistReport` (or raise
         :class:`~connectome_dask.exceptions.PersistError`, as the blocking call would).
     """
 
@@ -182,10 +182,8 @@ class PersistJob:
         self.client, self.futures, self.batches, self._errors = client, futures, batches, errors
         self._restored = False
 
-    def result(self, timeout=None):
-        _wait(self.client, self.futures, timeout)
-        finished = [f for f in self.futures if f.status == "finished"]
-        statuses = dict(zip([f.key for f in finished], self.client.gather(finished)))
+    def result(self, timeout=None, progress=False):
+        statuses = _collect(self.client, self.futures, [len(b) for b in self.batches], timeout, progress)
         if self.futures and not self._restored:
             self._restored = True
             try:
@@ -334,11 +332,10 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
     if not wait:
         return job
     try:
-        _progress(client, futures, [len(b) for b in batches], progress)
+        return job.result(progress=progress)
     except KeyboardInterrupt:
         client.cancel(futures)
         raise
-    return job.result()
 
 
 def _slots(client):
@@ -346,23 +343,40 @@ def _slots(client):
     return sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 32
 
 
-def _wait(client, futures, timeout=None, finished=None):
-    """Wait for ``futures`` of ``client`` (which need not be the default client)."""
+def _collect(client, futures, sizes, timeout=None, progress=False):
+    """``{task key: statuses}`` of the ``futures`` of ``client`` (which need not be the default
+    client) that finished, fetched as each one finishes; waits for all of them."""
     from distributed import as_completed
 
-    for future in as_completed(futures, loop=client.loop, timeout=timeout):
-        if finished is not None:
-            finished(future.key)
+    tally = _Tally(client, futures, sizes) if progress and futures else None
+    statuses = {}
+    try:
+        for future, result in as_completed(futures, loop=client.loop, timeout=timeout, with_results=True,
+                                           raise_errors=False):
+            if future.status == "finished":
+                statuses[future.key] = result
+            if tally is not None:
+                tally.set(future.key, tally.sizes[future.key])
+    finally:
+        if tally is not None:
+            tally.close()
+    return statuses
 
 
 _tallies = {}  # task key -> the _Tally of the blocking persist waiting for it
 
 
 class _Tally:
-    """Entries done per task of one blocking persist, drawn on a tqdm bar."""
+    """Entries done per task of one blocking persist, drawn on a tqdm bar (terminal or notebook)."""
 
-    def __init__(self, bar, sizes):
-        self.bar, self.sizes, self.done, self.lock = bar, sizes, dict.fromkeys(sizes, 0), threading.Lock()
+    def __init__(self, client, futures, sizes):
+        from tqdm.auto import tqdm
+
+        self.sizes = {f.key: size for f, size in zip(futures, sizes)}
+        self.done, self.lock = dict.fromkeys(self.sizes, 0), threading.Lock()
+        self.bar = tqdm(total=sum(sizes), desc="persist", unit="entry", file=sys.stderr)
+        _tallies.update(dict.fromkeys(self.sizes, self))
+        client.subscribe_topic(PROGRESS_TOPIC, _route)  # kept: events of cancelled tasks may still come
 
     def set(self, key, done):
         with self.lock:
@@ -371,8 +385,10 @@ class _Tally:
                 self.done[key] += grown
                 self.bar.update(grown)
 
-    def finished(self, key):
-        self.set(key, self.sizes[key])
+    def close(self):
+        for key in self.sizes:
+            _tallies.pop(key, None)
+        self.bar.close()
 
 
 def _route(event):
@@ -381,19 +397,3 @@ def _route(event):
     tally = _tallies.get(key)
     if tally is not None:
         tally.set(key, done)
-
-
-def _progress(client, futures, sizes, enabled):
-    if not enabled or not futures:
-        return _wait(client, futures)
-    from tqdm.auto import tqdm
-
-    with tqdm(total=sum(sizes), desc="persist", unit="entry", file=sys.stderr) as bar:
-        tally = _Tally(bar, {f.key: size for f, size in zip(futures, sizes)})
-        _tallies.update(dict.fromkeys(tally.sizes, tally))
-        client.subscribe_topic(PROGRESS_TOPIC, _route)  # kept: events of cancelled tasks may still come
-        try:
-            _wait(client, futures, finished=tally.finished)
-        finally:
-            for key in tally.sizes:
-                _tallies.pop(key, None)

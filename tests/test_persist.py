@@ -12,7 +12,7 @@ import pytest
 
 from connectome_dask import CacheToDisk
 from connectome_dask.exceptions import PersistError
-from persist_layers import Churn, Scans, churn_faults, pipeline, ram_pipeline
+from persist_layers import Churn, Scans, mapped_arrays, pipeline, ram_pipeline
 
 pytestmark = pytest.mark.cluster
 
@@ -158,21 +158,20 @@ def test_embedded_workers_are_forked_with_this_process_state(monkeypatch):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap settings")
 def test_workers_reuse_freed_arrays_while_persist_runs(cache_root):
-    # dask starts workers with MALLOC_TRIM_THRESHOLD_ set: each freed 4 MB array is unmapped and the
-    # next one faulted in afresh (1,024 faults each); persist tasks reuse them, and the finished job
-    # put the start-up settings back on every worker (test_allocator checks what restoring does).
-    # A fresh worker: restoring the settings cannot empty the free lists of one that already reused memory.
+    # dask starts workers with MALLOC_TRIM_THRESHOLD_ set: each array over 128 KiB is mapped afresh
+    # and unmapped when freed; persist tasks reuse freed arrays, and the finished job put the start-up
+    # settings back on every worker (test_allocator checks what restoring does). A fresh worker, the
+    # task thread: restoring cannot empty the free lists of an arena that already reused memory.
     from distributed import Client, LocalCluster
 
     from connectome_dask.allocator import restore
 
-    one_array = (4 << 20) // 4096
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=40) as cluster, Client(cluster, set_as_default=False) as client:
-        assert min(client.run(churn_faults).values()) > 5 * one_array
-        ds = Churn() >> CacheToDisk.simple("faults", root=cache_root)
+        assert client.submit(mapped_arrays, pure=False).result() >= 15  # of 20
+        ds = Churn() >> CacheToDisk.simple("mapped", root=cache_root)
         assert ds.persist(client, progress=False).computed == 4
-        assert max(ds.faults(key) for key in ds.ids) < 3 * one_array
+        assert max(ds.mapped(key) for key in ds.ids) <= 1
         assert set(client.run(restore).values()) == {False}  # nothing left to restore
 
 
