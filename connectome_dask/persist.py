@@ -5,8 +5,9 @@ Coarse tasks: each evaluates, for a batch of entries (see :func:`batches_of`; a 
 :class:`~connectome_dask.evaluate.Evaluation`, so upstream work shared by several cached fields
 runs once, a store that already holds an entry is not recomputed, and nothing upstream of a hit
 runs. A task on a worker reports, at most every half second, how many of its entries are done
-(``Worker.log_event`` on :data:`PROGRESS_TOPIC`), so the progress bar moves per entry. Workers write HDF5 entries straight into the shared root (atomic publish), and a task
-returns only a short status, so the client holds no arrays. Tasks are keyed
+(``Worker.log_event`` on :data:`PROGRESS_TOPIC`), so the progress bar moves per entry. Workers
+write HDF5 entries straight into the shared root (atomic publish), and a task returns only a short
+status per entry, so the client holds no arrays. Tasks are keyed
 ``f"{fields}-{token}"`` (the fields' names, then a token of the batch's entries), so the
 dashboard groups them by field.
 
@@ -174,8 +175,9 @@ class PersistJob:
     Methods
     -------
     result(timeout=None, progress=False)
-        Wait for every future (drawing a progress bar if asked) and return the :class:`PersistReport` (or raise
-        :class:`~connectome_dask.exceptions.PersistError`, as the blocking call would).
+        Wait for every future (drawing a progress bar if asked) and return the
+        :class:`PersistReport` (or raise :class:`~connectome_dask.exceptions.PersistError`, as the
+        blocking call would).
     """
 
     def __init__(self, client, futures, batches, errors):
@@ -222,8 +224,9 @@ def _error_of(future):
 def batches_of(ids, targets, slots):
     """Entries per task, by guided self-scheduling: each batch takes ``1 / (4 * slots)`` of the
     entries left (``slots``: the cluster's worker threads), so the first tasks are big (little
-    scheduling per entry: 64 one-entry tasks cost 10-20 % of a 2-core machine) and the last ones
-    single entries (every slot finishes at about the same time). A batch holds at most 8 entries,
+    scheduling per entry: on 2 cores, 64 one-entry tasks took 0.43 s of scheduler CPU per 2.8 s
+    persist, these 21 tasks 0.23 s) and the last ones single entries (every slot finishes at about
+    the same time). A batch holds at most 8 entries,
     or ``len(ids) / (50 * slots)`` for many ids, so the progress bar moves and ``Ctrl-C`` stops
     the cluster within a few entries. A ``CacheColumns`` shard is one batch, never split.
 
