@@ -4,7 +4,9 @@ CacheToDisk.simple('image', 'mask'), each run into a fresh root.
 * every lib: ``serial_s``, one process filling the cache id by id (raw: the same calls + h5py writes);
 * raw and connectome: a fork ``multiprocessing.Pool(2)`` doing the same by hand (the best a connectome
   user does; for raw, what this machine allows right now);
-* connectome_dask: ``ds.persist()`` on the embedded default (first call, then again into a new root),
+* connectome_dask: ``ds.persist()`` on the embedded default (first call, which starts the embedded
+  cluster; again into a new root; and once more on a restarted embedded cluster whose start is timed
+  apart, ``embedded_startup_s``: fresh workers, as in the LocalCluster's cold run),
   ``ds.persist(client)`` on a 2-worker process ``LocalCluster`` (start-up timed apart; cold = the
   workers' first run, then warm), and persist's per-id cost on the cheap pipeline with 10,000 ids.
 Each parallel run is paired with a serial run of the same lib into a fresh root just before it (this
@@ -97,10 +99,15 @@ def main():
             out["speedup_fork_pool"] = before / seconds
             check(a.lib, data, root("pool"), keys[-1])
         else:
-            for run in ("embedded", "embedded_warm"):
+            for run in ("embedded", "embedded_warm", "embedded_restarted"):
                 metric = f"speedup_persist_{run}"
                 try:
                     before = serial()
+                    if run == "embedded_restarted":  # fresh workers, their start timed apart
+                        from connectome_dask import cluster
+
+                        cluster.close_embedded()
+                        out["embedded_startup_s"], _ = timed(cluster.embedded_client)
                     seconds, result = timed(pipelines.preprocessing(a.lib, data, root(run)).persist, progress=False)
                     assert result.computed == n, result
                     out[metric] = before / seconds
