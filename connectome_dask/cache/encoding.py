@@ -19,8 +19,8 @@ pickle     only if the store opted in (``PickleSerializer``): the pickled bytes
 The checksum (chained over the type tags and every payload buffer in a fixed order: per buffer
 the wrapping sum and the xor of its 64-bit words and its length, folded with adler32) is stored on
 the file's root and verified on every read: a mismatch is a corrupt entry. It runs at memory speed
-(~0.1 ms for 4 MB, where adler32 or crc32 take ~1.2 ms, as long as reading the file from the page
-cache) and detects truncation and bit flips; it is an integrity check, not a cryptographic hash.
+(~0.35 ms for 4 MB on this 2-core VM, two passes at ~24 GB/s, where crc32 takes ~1.0 ms and
+adler32 ~1.6 ms) and detects truncation and bit flips; it is an integrity check, not a cryptographic hash.
 """
 
 import pickle
