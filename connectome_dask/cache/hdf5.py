@@ -18,8 +18,8 @@ and never keep handles. A corrupt entry (unreadable, truncated, checksum mismatc
 one ``CacheWarning``; a root that cannot be written degrades to computing, with one warning per
 cause. Root creation is itself atomic (the marker is written through a temporary file).
 
-Plain arrays (the common case) are written and read with h5py's low-level API; a helper thread per
-process checksums large arrays while HDF5 copies them into the file, and makes a new field's 16
+Entries are read, and plain arrays (the common case) written, with h5py's low-level API; a helper
+thread per process checksums large arrays while HDF5 copies them into the file, and makes a new field's 16
 fan-out folders while values are computed (each ``mkdir`` costs 0.1-1 ms on ext4).
 """
 
@@ -273,8 +273,8 @@ def _make_folders(paths):
 
 
 def _read(path, allow_pickle):
-    """Decode an entry. Plain uncompressed arrays (the common case) take h5py's low-level API,
-    which saves most of the per-file overhead of the high-level one."""
+    """Decode an entry with h5py's low-level API (it saves most of the high-level one's per-object
+    overhead); a plain uncompressed array (the common case) is read without the general decoder."""
     h5py = _h5py()
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_file_locking(False, True)
@@ -295,7 +295,7 @@ def _read(path, allow_pickle):
                 dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
             checksum = checksum_of("array", value)
         else:
-            value, checksum = decode(h5py.File(fid), allow_pickle)
+            value, checksum = decode(fid, allow_pickle)
         if checksum != header[0]:
             raise StorageCorruption("checksum mismatch")
         return value
