@@ -6,7 +6,7 @@ per core with one thread each, started on first use, reused by later calls and c
 Processes, not threads, because h5py serialises every HDF5 call of a process behind one lock
 and numpy releases the GIL only partly (measured: 2 threads gave no speedup reading HDF5, 2
 processes 1.9×). On Linux the workers are forked from the calling process (see :func:`start_method`):
-they start in ~0.7 s instead of ~1 s and inherit its imports (scipy, h5py, the user's modules), so
+they start in ~0.1 s instead of ~0.55 s and inherit its imports (scipy, h5py, the user's modules), so
 the first ``persist()`` of a script is not spent importing. ``distributed`` is imported here,
 lazily, never at package import.
 """

@@ -19,8 +19,8 @@ one ``CacheWarning``; a root that cannot be written degrades to computing, with 
 cause. Root creation is itself atomic (the marker is written through a temporary file).
 
 Entries are read, and plain arrays (the common case) written, with h5py's low-level API; a helper
-thread per process checksums large arrays while HDF5 copies them into the file, and makes a new field's 16
-fan-out folders while values are computed (each ``mkdir`` costs 0.1-1 ms on ext4).
+thread per process checksums large arrays while HDF5 copies them into the file, and makes a new
+field's 16 fan-out folders while values are computed (each ``mkdir`` costs 0.1-1 ms on ext4).
 """
 
 import concurrent.futures
