@@ -5,10 +5,13 @@ else the *embedded local default*: a ``distributed.LocalCluster`` of worker **pr
 per core with one thread each, started on first use, reused by later calls and closed at exit.
 Processes, not threads, because h5py serialises every HDF5 call of a process behind one lock
 and numpy releases the GIL only partly (measured: 2 threads gave no speedup reading HDF5, 2
-processes 1.9×). On Linux the workers are forked from the calling process (see :func:`start_method`):
-they start in ~0.1 s instead of ~0.55 s and inherit its imports (scipy, h5py, the user's modules), so
-the first ``persist()`` of a script is not spent importing. ``distributed`` is imported here,
-lazily, never at package import.
+processes 1.9×). On Linux the workers are started by a fork server (see :func:`start_method`): a
+clean single-threaded process that forks them, so they never inherit the threads and locks of
+the calling process. Forking from the calling process itself (``fork``) starts them in ~0.1 s
+instead of ~1 s, with its imports, but a process that already ran dask work has thread pools
+that a forked child cannot use: in the test suite such a child hung during start-up (about one
+run in ten), and a worker restarted after a crash is forked from a process full of threads.
+``distributed`` is imported here, lazily, never at package import.
 """
 
 import atexit
@@ -18,7 +21,14 @@ import sys
 import threading
 import warnings
 
-__all__ = ["resolve_client", "embedded_client", "close_embedded", "start_method"]
+__all__ = ["resolve_client", "embedded_client", "close_embedded", "start_method", "QUIET_WORKERS"]
+
+#: dask settings the embedded cluster starts with: no statistical profiler (it samples every thread
+#: 100 times a second for a dashboard the cluster does not have) and event-loop health checks once a
+#: second instead of 50 times (measured on 2 cores, idle: the scheduler's process 8.8 % of a core ->
+#: 2.7 %, each worker 3.3 % -> 1.3 %). For your own small ``LocalCluster``:
+#: ``with dask.config.set(QUIET_WORKERS): cluster = LocalCluster(...)``.
+QUIET_WORKERS = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s"}
 
 _lock = threading.Lock()
 _embedded = {}
@@ -51,9 +61,9 @@ def embedded_client():
 
     A ``distributed.LocalCluster`` of worker processes (``CONNECTOME_DASK_WORKERS``, default one per
     core) with one thread each and no dashboard. Its client is not made the default client, so it
-    does not change what ``dask.compute`` uses. Where workers are spawned rather than forked (macOS,
-    Windows, ``CONNECTOME_DASK_START_METHOD=spawn``) they import the script's module again: guard
-    the script's work with ``if __name__ == "__main__":``.
+    does not change what ``dask.compute`` uses. Workers import the script's module again (unless
+    ``CONNECTOME_DASK_START_METHOD=fork``): guard the script's work with
+    ``if __name__ == "__main__":``, as for any dask or multiprocessing program.
 
     Returns
     -------
@@ -78,32 +88,29 @@ def embedded_client():
 
 def start_method():
     """How the embedded cluster starts its worker processes: ``CONNECTOME_DASK_START_METHOD``
-    (``fork``, ``forkserver`` or ``spawn``) if set, else ``fork`` on Linux and dask's setting
-    (``spawn``) elsewhere."""
+    (``fork``, ``forkserver`` or ``spawn``) if set, else ``forkserver`` on Linux and dask's
+    setting (``spawn``) elsewhere. ``fork`` is the fastest start, and safe only in a process that
+    has not started threads of its own (no dask or distributed work before the first ``persist``)."""
     method = os.environ.get("CONNECTOME_DASK_START_METHOD")
     if method:
         if method not in ("fork", "forkserver", "spawn"):
             raise ValueError(f"CONNECTOME_DASK_START_METHOD={method!r}: use fork, forkserver or spawn")
         return method
-    return "fork" if sys.platform.startswith("linux") else None
+    return "forkserver" if sys.platform.startswith("linux") else None
 
 
 @contextlib.contextmanager
 def _worker_settings():
-    """Dask settings while the embedded cluster starts: the start method, no statistical profiler
-    (it samples every thread 100 times a second for a dashboard the cluster does not have), and
-    event-loop health checks once a second instead of 50 times (measured on 2 cores, idle: the
-    scheduler's process 8.8 % of a core -> 2.7 %, each worker 3.3 % -> 1.3 %)."""
+    """Dask settings while the embedded cluster starts: the start method and :data:`QUIET_WORKERS`."""
     import dask
 
-    settings = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s"}
+    settings = dict(QUIET_WORKERS)
     method = start_method()
     if method is not None:
         settings["distributed.worker.multiprocessing-method"] = method
     with dask.config.set(settings), warnings.catch_warnings():
-        # Python >= 3.12 warns that forking a process with threads may deadlock the child: the
-        # forking thread is the cluster's event loop, the others are idle or wait on it (h5py
-        # re-initialises its lock across fork, our HDF5 helper thread is restarted in the child)
+        # with CONNECTOME_DASK_START_METHOD=fork, Python >= 3.12 warns that forking a process with
+        # threads may deadlock the child (see the module docstring): the user chose it
         warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning)
         yield
 

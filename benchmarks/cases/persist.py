@@ -8,7 +8,8 @@ CacheToDisk.simple('image', 'mask'), each run into a fresh root.
   cluster; again into a new root; and once more on a restarted embedded cluster whose start is timed
   apart, ``embedded_startup_s``: fresh workers, as in the LocalCluster's cold run),
   ``ds.persist(client)`` on a 2-worker process ``LocalCluster`` (start-up timed apart; cold = the
-  workers' first run, then warm), and persist's per-id cost on the cheap pipeline with 10,000 ids.
+  workers' first run, then warm; then on one started with ``cluster.QUIET_WORKERS``, ``_quiet``),
+  and persist's per-id cost on the cheap pipeline with 10,000 ids.
 Each parallel run is paired with a serial run of the same lib into a fresh root just before it (this
 VM's CPU time per unit of work drifts by +-30 % within minutes), and its speedup is that serial time
 divided by the parallel time; ``serial_s`` is the median of the serial runs.
@@ -126,21 +127,30 @@ def main():
 
 
 def persist_on_cluster(a, data, keys, root, serial, out):
+    """A 2-worker process LocalCluster with dask's default settings, then one started with the
+    embedded cluster's ``QUIET_WORKERS`` settings (``_quiet`` metrics)."""
+    import dask
     from distributed import Client, LocalCluster
 
-    start = time.perf_counter()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      silence_logs=40) as cluster, Client(cluster) as client:
-        out["cluster_startup_s"] = time.perf_counter() - start
-        for run in ("cold", "warm"):  # cold: the workers' first tasks also import scipy, h5py, ...
-            before = serial()
-            ds = pipelines.preprocessing(a.lib, data, root(f"cluster_{run}"))
-            seconds, result = timed(ds.persist, client, progress=False)
-            assert result.computed == len(keys), result
-            out[f"speedup_persist_local_cluster_{run}"] = before / seconds
-        check(a.lib, data, root("cluster_warm"), keys[-1])
-        for name, cache in (("disk_cluster", lambda: c_disk(a, root("cheap_cluster"))), ("ram_cluster", lambda: c_ram(a))):
-            cheap_persist(a, name, cache, client, out)
+    from connectome_dask.cluster import QUIET_WORKERS
+
+    for suffix, settings in (("", {}), ("_quiet", QUIET_WORKERS)):
+        start = time.perf_counter()
+        with dask.config.set(settings), LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                                     dashboard_address=":0", silence_logs=40) as cluster, \
+                Client(cluster) as client:
+            out[f"cluster{suffix}_startup_s"] = time.perf_counter() - start
+            for run in ("cold", "warm"):  # cold: the workers' first tasks also import scipy, h5py, ...
+                before = serial()
+                ds = pipelines.preprocessing(a.lib, data, root(f"cluster{suffix}_{run}"))
+                seconds, result = timed(ds.persist, client, progress=False)
+                assert result.computed == len(keys), result
+                out[f"speedup_persist_local_cluster{suffix}_{run}"] = before / seconds
+            check(a.lib, data, root(f"cluster{suffix}_warm"), keys[-1])
+            if not suffix:
+                for name, cache in (("disk_cluster", lambda: c_disk(a, root("cheap_cluster"))),
+                                    ("ram_cluster", lambda: c_ram(a))):
+                    cheap_persist(a, name, cache, client, out)
 
 
 def c_disk(a, root):
