@@ -319,11 +319,11 @@ def test_processes_populating_one_root(tmp_path):
 
 
 KILLED_WRITER = """
-import sys, numpy as np
+import os, sys, numpy as np
 from connectome_dask.cache.hdf5 import HDF5Store
 store = HDF5Store(sys.argv[1])
-i = 0
-while True:
+i, parent = 0, os.getppid()
+while os.getppid() == parent:  # until killed, or until the test process is gone
     store.set("big", f"{i % 8:032x}", np.full((256, 256, 16), i % 8, np.float32))
     i += 1
 """
