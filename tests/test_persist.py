@@ -155,9 +155,10 @@ def test_embedded_workers_come_from_a_fork_server_unless_fork_is_asked_for(tmp_p
     found = {}
     for method in ("", "fork", "frok"):
         env = {k: v for k, v in os.environ.items() if k != "CONNECTOME_DASK_START_METHOD"}
-        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                             env={**env, "CONNECTOME_DASK_WORKERS": "1", **({"CONNECTOME_DASK_START_METHOD": method}
-                                                                           if method else {})})
+        env["CONNECTOME_DASK_WORKERS"] = "1"
+        if method:
+            env["CONNECTOME_DASK_START_METHOD"] = method
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
         found[method] = out.stdout.strip() or out.stderr.strip().splitlines()[-1]
     assert found[""] == "[False]" and found["fork"] == "[True]"
     assert "ValueError" in found["frok"] and "fork, forkserver or spawn" in found["frok"]
@@ -219,30 +220,31 @@ def test_ctrl_c_cancels_and_leaves_the_cache_valid(counter, cache_root, tmp_path
         from persist_layers import Scans, Normalize
         from connectome_dask import CacheToDisk
         if __name__ == "__main__":
+            import signal
+            # start like a script run from a shell: the default SIGINT handler, SIGINT not blocked
+            # (the test process's own signal state, changed by the tests before, must not leak in)
+            inherited = signal.getsignal(signal.SIGINT), sorted(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
             ds = Scans(log={counter.path!r}, n=40) >> Normalize(log={counter.path!r}, sleep=0.3) \\
                 >> CacheToDisk.simple("image", root={cache_root!r})
-            print("started", flush=True)
+            print("started", inherited, flush=True)
             ds.persist(progress=False)
     """)
     (tmp_path / "job.py").write_text(script)
     proc = subprocess.Popen([sys.executable, str(tmp_path / "job.py")], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "CONNECTOME_DASK_WORKERS": "2"})
-    assert proc.stdout.readline().strip() == "started"
+    started = proc.stdout.readline().strip()
+    assert started.startswith("started"), started
     deadline = time.time() + 60
     while counter.count("normalize") < 4 and time.time() < deadline:
         time.sleep(0.1)
     seen, state = counter.count("normalize"), _signal_state(proc.pid)
     proc.send_signal(signal.SIGINT)
-    try:
-        out, err = proc.communicate(timeout=5)
-        again = False
-    except subprocess.TimeoutExpired:
-        # 2 of 16 full-suite runs on this VM lost the first SIGINT (the job ran to completion and
-        # exited 0; never reproduced alone): press Ctrl-C again, as a user would, and say so on failure
-        again = True
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and "KeyboardInterrupt" in err, (proc.returncode, again, seen, state, out,
+    out, err = proc.communicate(timeout=60)
+    # before the job reset its signal state, 3 of ~20 full-suite runs saw it finish with exit code 0,
+    # ignoring the signal (never alone): the message says what it inherited and its threads' masks
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err, (proc.returncode, started, seen, state, out,
                                                                  err[-3000:])
     done = counter.count("normalize")
     assert done < 40  # the remaining work was cancelled
@@ -257,8 +259,8 @@ def _signal_state(pid):
     for task in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else []:
         try:
             with open(f"/proc/{pid}/task/{task}/status") as f:
-                lines = dict(line.split(":", 1) for line in f if line.startswith(("Name", "SigBlk", "SigIgn", "SigCgt", "SigPnd", "ShdPnd")))
-            found[task] = {k: v.strip() for k, v in lines.items()}
+                found[task] = {k: v.strip() for k, v in (line.split(":", 1) for line in f)
+                               if k in ("Name", "SigBlk", "SigIgn", "SigCgt", "SigPnd", "ShdPnd")}
         except OSError:
             pass
     return found
