@@ -5,7 +5,7 @@ Coarse tasks: each evaluates, for a batch of entries (see :func:`batches_of`; a 
 :class:`~connectome_dask.evaluate.Evaluation`, so upstream work shared by several cached fields
 runs once, a store that already holds an entry is not recomputed, and nothing upstream of a hit
 runs. A task on a worker reports, at most every half second, how many of its entries are done
-(``Worker.log_event`` on :data:`PROGRESS_TOPIC`), so the progress bar moves per entry. Workers
+(:mod:`connectome_dask.progress`), so the progress bar moves per entry. Workers
 write HDF5 entries straight into the shared root (atomic publish), and a task returns only a short
 status per entry, so the client holds no arrays. Tasks are keyed
 ``f"{fields}-{token}"`` (the fields' names, then a token of the batch's entries), so the
@@ -17,8 +17,6 @@ dask, and if it still fails its id is reported as failed with that error. After 
 """
 
 import dataclasses
-import sys
-import threading
 import time
 
 from .allocator import restore as restore_heap, reuse_freed_memory
@@ -26,11 +24,10 @@ from .evaluate import Evaluation
 from .exceptions import PersistError
 from .hashing import combine, tokenize
 from .nodes import Cached, Call, Input, static_token, walk
+from .progress import PROGRESS_TOPIC, REPORT_EVERY, Tally, reporter
 
 __all__ = ["persist", "PersistReport", "PersistJob", "PersistBatch", "cached_nodes", "batches_of", "PROGRESS_TOPIC"]
 
-PROGRESS_TOPIC = "connectome_dask.persist"  # events ``[task key, entries done]``
-_REPORT_EVERY = 0.5  # seconds
 
 
 @dataclasses.dataclass
@@ -81,11 +78,11 @@ class PersistBatch:
 
     def __call__(self, keys):
         reuse_freed_memory()  # see connectome_dask.allocator
-        report, statuses = _reporter(), []
+        report, statuses = reporter(), []
         last = time.monotonic()
         for key in keys:
             statuses.append(self.entry(key))
-            if report is not None and len(statuses) < len(keys) and time.monotonic() - last >= _REPORT_EVERY:
+            if report is not None and len(statuses) < len(keys) and time.monotonic() - last >= REPORT_EVERY:
                 report(len(statuses))
                 last = time.monotonic()
         return statuses
@@ -102,18 +99,6 @@ class PersistBatch:
 
     def __reduce__(self):
         return PersistBatch, (self.targets,)
-
-
-def _reporter():
-    """``report(done)`` for the task running in this thread of a dask worker, else None."""
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return None
-    key = worker.get_current_task()
-    return lambda done: worker.log_event(PROGRESS_TOPIC, [key, done])
 
 
 def _computed(ev):
@@ -351,7 +336,7 @@ def _collect(client, futures, sizes, timeout=None, progress=False):
     client) that finished, fetched as each one finishes; waits for all of them."""
     from distributed import as_completed
 
-    tally = _Tally(client, futures, sizes) if progress and futures else None
+    tally = Tally(client, futures, sizes) if progress and futures else None
     statuses = {}
     try:
         for future, result in as_completed(futures, loop=client.loop, timeout=timeout, with_results=True,
@@ -364,39 +349,3 @@ def _collect(client, futures, sizes, timeout=None, progress=False):
         if tally is not None:
             tally.close()
     return statuses
-
-
-_tallies = {}  # task key -> the _Tally of the blocking persist waiting for it
-
-
-class _Tally:
-    """Entries done per task of one blocking persist, drawn on a tqdm bar (terminal or notebook)."""
-
-    def __init__(self, client, futures, sizes):
-        from tqdm.auto import tqdm
-
-        self.sizes = {f.key: size for f, size in zip(futures, sizes)}
-        self.done, self.lock = dict.fromkeys(self.sizes, 0), threading.Lock()
-        self.bar = tqdm(total=sum(sizes), desc="persist", unit="entry", file=sys.stderr)
-        _tallies.update(dict.fromkeys(self.sizes, self))
-        client.subscribe_topic(PROGRESS_TOPIC, _route)  # kept: events of cancelled tasks may still come
-
-    def set(self, key, done):
-        with self.lock:
-            grown = min(done, self.sizes[key]) - self.done[key]
-            if grown > 0:
-                self.done[key] += grown
-                self.bar.update(grown)
-
-    def close(self):
-        for key in self.sizes:
-            _tallies.pop(key, None)
-        self.bar.close()
-
-
-def _route(event):
-    """Client-side handler of :data:`PROGRESS_TOPIC` events (runs on the client's event loop)."""
-    key, done = event[1]
-    tally = _tallies.get(key)
-    if tally is not None:
-        tally.set(key, done)
