@@ -23,7 +23,7 @@ from .decorators import Decorator, Function, Output, unwrap
 from .exceptions import FieldError, GraphError
 from .spec import REQUIRED, Arg, ExternalSpec, FieldSpec, LayerSpec
 
-__all__ = ["Body", "LayerMeta", "read_body", "read_inline"]
+__all__ = ["Body", "LayerMeta", "FieldFunction", "read_body", "read_inline"]
 
 _IGNORED = {
     "__module__", "__qualname__", "__doc__", "__annotations__", "__firstlineno__",
@@ -70,9 +70,33 @@ class LayerMeta(type):
                 attrs[key] = value
         if base._kind == "mixin":
             attrs["__layer_body__"] = (tuple(items), annotations, owners)
+            functions = {}
+            for key, value in items:
+                func, flags = unwrap(value)
+                if not key.startswith("_") and not flags.get("inverse") and _is_callable(value):
+                    functions.setdefault(key, func.func if isinstance(func, Function) else func)
         else:
-            attrs["__layer_spec__"] = read_body(base._kind, name, items, annotations, owners)
+            spec = attrs["__layer_spec__"] = read_body(base._kind, name, items, annotations, owners)
+            functions = {f.name: f.func for f in spec.fields}
+        for key, func in functions.items():
+            if key not in attrs:
+                attrs[key] = FieldFunction(key, func)
         return super().__new__(mcls, name, (base,), attrs, **kwargs)
+
+
+class FieldFunction:
+    """A field's function kept on its class, as connectome does: ``A.x`` is the declared function
+    (so it pickles by reference and can be called directly), ``a.x`` the instance's field."""
+
+    __slots__ = ("name", "func")
+
+    def __init__(self, name, func):
+        self.name, self.func = name, func
+
+    def __get__(self, layer, owner=None):
+        if layer is None:
+            return self.func
+        return type(layer).__getattr__(layer, self.name)
 
 
 def _split_bases(name, bases):
@@ -283,9 +307,12 @@ def _signature_args(kind, layer, key, func, positional):
 
 
 def _check_key_names(layer, fields, params):
-    names = sorted({a.target for f in (*fields, *params) for a in f.args if a.kind == "key"})
-    if len(names) > 1:
-        raise FieldError(f"Source {layer!r}: the entry key is named differently in different functions "
-                         f"({names}); use one argument name for the key")
+    """Each function of a Source may name the key as it likes (``def title(i)``, ``def pages(key)``);
+    one function taking two different key arguments is an error."""
+    for f in (*fields, *params):
+        names = sorted({a.target for a in f.args if a.kind == "key"})
+        if len(names) > 1:
+            raise FieldError(f"Source {layer!r}: {f.name!r} takes several key arguments ({names}); a Source "
+                             "function receives the entry key once: keep one of them")
     if any(f.name == "id" for f in fields):
         raise FieldError(f"Source {layer!r}: 'id' is the entry key and cannot be defined as a field")

@@ -14,6 +14,7 @@ __all__ = [
     "FieldError",
     "GraphError",
     "DependencyError",
+    "UnknownField",
     "HashError",
     "HashingError",
     "SerializationError",
@@ -42,6 +43,11 @@ class GraphError(ConnectomeError):
 
 class DependencyError(GraphError):
     """A field needs an input that is not available at its place in the pipeline."""
+
+
+class UnknownField(FieldError, DependencyError):
+    """``_decorate``/``_wrap`` name something that is not a field of the layer (a ``FieldError``, as
+    in connectome; also the ``DependencyError`` raised before)."""
 
 
 class HashError(ConnectomeError, RuntimeError):

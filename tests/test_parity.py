@@ -48,13 +48,19 @@ def test_any_public_argument_is_the_key():
 
     assert Named().image(3) == 6
 
-    with pytest.raises(FieldError):
-        class TwoKeys(Source):
-            def a(i):
-                return i
+    class TwoNames(Source):  # each function names the key as it likes
+        def a(i):
+            return i
 
-            def b(j):
-                return j
+        def b(j):
+            return j
+
+    assert (TwoNames().a(1), TwoNames().b(2)) == (1, 2)
+
+    with pytest.raises(FieldError, match="several key arguments"):
+        class TwoKeys(Source):
+            def a(i, j):
+                return i
 
     with pytest.raises(FieldError):
         class DefinesId(Source):

@@ -15,7 +15,7 @@ lazy global validation): building a chain never fails because of a missing input
 import inspect
 
 from ..evaluate import Evaluation
-from ..exceptions import DependencyError, FieldError, InvalidArgument
+from ..exceptions import FieldError, InvalidArgument, UnknownField
 from ..nodes import Call, Item, raw_inputs
 from ..plan import OPEN
 
@@ -100,7 +100,8 @@ class CallableLayer(Layer):
         for name in in_names:
             node = plan.get(name)
             if node is None:
-                raise DependencyError(f"{self._label}: _decorate needs the input {name!r}, which is not a field")
+                raise UnknownField(f"{self._label}: _decorate needs the input {name!r}, which is not a field; "
+                                   f"available: {sorted(plan.fields)}")
             in_nodes.append(node)
 
         def decorator(func):

@@ -27,14 +27,15 @@ the layers pickle.
 
 import functools
 import inspect
+import types
 
 from ..exceptions import FieldError, GraphError, HashingError, InvalidArgument
 from ..hashing import combine, fingerprint, reference, tokenize
 from ..nodes import Call
 from ..plan import Plan, _broken
-from .base import CallableLayer, as_names
+from .base import CallableLayer, _compile, as_names
 
-__all__ = ["External", "ExternalBase"]
+__all__ = ["External", "ExternalBase", "MethodField"]
 
 _PROPERTIES = (property, functools.cached_property)
 _MISSING = object()
@@ -318,9 +319,10 @@ class External(CallableLayer):
             return dict(nodes)
 
         virtual = None
-        if prev.virtual is not None and config.inherit:
-            upstream, allowed = prev.virtual, set(config.inherit) - own.keys()
-            virtual = lambda name: upstream(name) if name in allowed else None  # noqa: E731
+        unresolved = set(config.inherit) - fields.keys()  # first in a chain, inherit=["id"] is resolved: a dataset
+        if prev.virtual is not None and unresolved:
+            upstream = prev.virtual
+            virtual = lambda name: upstream(name) if name in unresolved else None  # noqa: E731
         return Plan(fields, metas, persistent, virtual, (), prev.backward + (back,),
                     prev.broken + tuple(_broken(label, own)))
 
@@ -381,3 +383,67 @@ class ExternalBase(External):
 
     def __init__(self, *, inputs, fields=None, properties=None, inherit=(), marker=None):
         self._external = _Config(self, inputs, fields, properties, inherit, marker)
+
+    def __getattribute__(self, name):
+        value = object.__getattribute__(self, name)
+        if name[0] != "_" and type(value) is types.MethodType and value.__self__ is self:
+            config = object.__getattribute__(self, "__dict__").get("_external")
+            if config is not None and name in _method_names(config):
+                return MethodField(self, name, value)
+        return value
+
+
+def _method_names(config):
+    if config.fields is not None:
+        return config.fields
+    return [n for n in _discover(type(config.obj))[0] if n not in (config.properties or ())]
+
+
+class MethodField:
+    """What ``ds.image`` gives on an :class:`ExternalBase`: called, the user's method itself (plain
+    Python, the same arguments); as a field, the compiled ``ds._compile("image")``: ``.delayed(...)``
+    (arguments as for the method), pickling and the field's token."""
+
+    __slots__ = ("_layer", "_name", "_method")
+
+    def __init__(self, layer, name, method):
+        self._layer, self._name, self._method = layer, name, method
+
+    def __call__(self, *args, **kwargs):
+        return self._method(*args, **kwargs)
+
+    def _field(self):
+        return self._layer._compile(self._name)
+
+    def delayed(self, *args, **kwargs):
+        """A lazy ``dask.delayed.Delayed`` of the field; ``.compute()`` equals ``self(*args, **kwargs)``."""
+        try:
+            values = inspect.signature(self._method).bind(*args, **kwargs).args
+        except TypeError as e:
+            raise TypeError(f"{self._layer._label}.{self._name}.delayed: {e}") from None
+        return self._field().delayed(**dict(zip(self._layer._config().inputs, values)))
+
+    @property
+    def __signature__(self):
+        return inspect.signature(self._method)
+
+    def __connectome_token__(self):
+        return self._field().__connectome_token__()
+
+    def __getattr__(self, name):  # the method's __name__, __doc__, __func__, ...; else the field's
+        try:
+            return getattr(self._method, name)
+        except AttributeError:
+            return getattr(self._field(), name)
+
+    def __eq__(self, other):
+        return type(other) is MethodField and other._layer is self._layer and other._name == self._name
+
+    def __hash__(self):
+        return hash((id(self._layer), self._name))
+
+    def __reduce__(self):
+        return _compile, (self._layer, self._name)
+
+    def __repr__(self):
+        return f"<field {self._name} of {self._layer._label}>"
