@@ -5,16 +5,31 @@ Every value becomes one HDF5 node (a dataset or a group) whose attribute ``t`` n
 =========  ==============================================================================
 array      numpy array: a dataset of its dtype (bool, ints, floats, complex, ``S``)
 scalar     a numpy scalar: a 0-d dataset
-rawarray   dtypes HDF5 has no type for (``<U``, datetime, timedelta): the raw bytes (uint8,
-rawscalar  one extra axis) with the dtype string in the attribute ``dtype``
+rawarray   dtypes HDF5 has no other type for (``<U``): the raw bytes (uint8, one extra axis)
+rawscalar  with the dtype string in the attribute ``dtype``
+timearray  numpy datetime64/timedelta64: the int64 counts (NaT is the smallest int64), the
+timescalar dtype string (``<M8[s]``, ``<m8[D]``, ...) in the attribute ``dtype``
 bool/int/  Python scalars as 0-d datasets; ints beyond 64 bits as their decimal digits
 float/...  (``bigint``)
 str/bytes  utf-8 / raw bytes as a uint8 dataset (NUL characters are safe)
+date/      ``datetime.date``/``datetime``/``time`` as ISO 8601 text (``isoformat``; an aware
+datetime/  value carries its UTC offset, and a ``zoneinfo`` zone its key in the attribute ``tz``);
+time       ``decimal``: a ``Decimal`` as its exact text
+timedelta  int64 ``[days, seconds, microseconds]``
+path       a pathlib path as text, its class (``PurePosixPath``, ``WindowsPath``, ...) in ``class``
+uuid       the 16 bytes
 none       an empty group
 tuple/     a group with children ``0``, ``1``, ...; a dict has ``k0``, ``v0``, ``k1``, ... so key
 list/dict  order and key types (any encodable value) survive
+namedtuple a group like a tuple, with the attributes ``name`` (the type's name) and ``fields``
+           (the field names, comma-separated); read back as a namedtuple made from them (no
+           import of the original class), equal to the original
 pickle     only if the store opted in (``PickleSerializer``): the pickled bytes
 =========  ==============================================================================
+
+numpy array subclasses (``np.memmap``, ``np.matrix``) are stored as plain arrays and read back as
+``np.ndarray``; a masked array is refused (its mask would be lost). Text types are UTF-8 ``uint8``
+datasets, so any HDF5 reader decodes them; no tag imports code when read.
 
 The checksum (chained over the type tags and every payload buffer in a fixed order: per buffer
 the wrapping sum and the xor of its 64-bit words and its length, folded with adler32) is stored on
@@ -23,14 +38,19 @@ the file's root and verified on every read: a mismatch is a corrupt entry. It ru
 adler32 ~1.6 ms) and detects truncation and bit flips; it is an integrity check, not a cryptographic hash.
 """
 
+import collections
+import datetime
+import decimal
+import pathlib
 import pickle
+import uuid
 import zlib
 
 import numpy as np
 
 from ..exceptions import SerializationError, StorageCorruption
 
-__all__ = ["encode", "decode", "Encoder"]
+__all__ = ["encode", "decode", "Encoder", "plain_array"]
 
 
 def _fold(data, checksum):
@@ -45,6 +65,26 @@ def _fold(data, checksum):
 
 _NATIVE_KINDS = set("biufcS")
 _SCALARS = {bool: "bool", int: "int", float: "float", complex: "complex"}
+_ISO = {datetime.date: "date", datetime.datetime: "datetime", datetime.time: "time"}
+_PATHS = {c.__name__: c for c in (pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath,
+                                   pathlib.WindowsPath)}
+
+
+def plain_array(value):
+    """An array subclass (``np.memmap``, ``np.matrix``) as the plain ``np.ndarray`` it views; other
+    values unchanged. A masked array stays as it is (it has no native encoding)."""
+    if isinstance(value, np.ndarray) and type(value) is not np.ndarray and not isinstance(value, np.ma.MaskedArray):
+        return value.view(np.ndarray)
+    return value
+
+
+def _is_namedtuple(t):
+    fields = getattr(t, "_fields", None)
+    return issubclass(t, tuple) and isinstance(fields, tuple) and all(isinstance(f, str) for f in fields)
+
+
+def _text(value):
+    return np.frombuffer(value.encode("utf-8", "surrogatepass"), np.uint8)
 
 
 class Encoder:
@@ -72,6 +112,7 @@ class Encoder:
         return ds
 
     def write(self, group, name, value):
+        value = plain_array(value)
         t = type(value)
         if t in _SCALARS:
             if t is int and not -2**63 <= value < 2**63:
@@ -83,6 +124,24 @@ class Encoder:
             return self._dataset(group, name, "bytes", np.frombuffer(value, np.uint8))
         if value is None:
             return self._group(group, name, "none")
+        if t in _ISO:
+            zone = getattr(value, "tzinfo", None)
+            key = getattr(zone, "key", None) if type(zone).__module__ == "zoneinfo" else None
+            return self._dataset(group, name, _ISO[t], _text(value.isoformat()), **({"tz": key} if key else {}))
+        if t is datetime.timedelta:
+            return self._dataset(group, name, "timedelta",
+                                 np.array([value.days, value.seconds, value.microseconds], np.int64))
+        if t is decimal.Decimal:
+            return self._dataset(group, name, "decimal", _text(str(value)))
+        if t is uuid.UUID:
+            return self._dataset(group, name, "uuid", np.frombuffer(value.bytes, np.uint8))
+        if _PATHS.get(t.__name__) is t:
+            return self._dataset(group, name, "path", _text(str(value)), **{"class": t.__name__})
+        if t is not tuple and isinstance(value, tuple) and _is_namedtuple(t):
+            sub = self._group(group, name, "namedtuple", name=t.__name__, fields=",".join(t._fields))
+            for i, item in enumerate(value):
+                self.write(sub, str(i), item)
+            return sub
         if isinstance(value, np.ndarray) and t is np.ndarray:
             return self._array(group, name, "array", value)
         if isinstance(value, np.generic) and value.dtype.kind != "O":
@@ -100,15 +159,19 @@ class Encoder:
             return sub
         if self.allow_pickle:
             return self._dataset(group, name, "pickle", np.frombuffer(pickle.dumps(value, protocol=5), np.uint8))
+        what = "a masked array (its mask would be lost; store .filled() or .data and .mask)" \
+            if isinstance(value, np.ma.MaskedArray) else f"a value of type {t.__module__}.{t.__qualname__}"
         raise SerializationError(
-            f"field {self.field!r}: cannot store a value of type {t.__module__}.{t.__qualname__} natively in HDF5. "
-            "Return numpy arrays, numbers, strings, bytes, None or tuples/lists/dicts of them, or opt into "
-            "pickle with serializer=connectome_dask.serializers.PickleSerializer()"
+            f"field {self.field!r}: cannot store {what} natively in HDF5. Return numpy arrays, numbers, strings, "
+            "bytes, None, dates and times, Decimal, UUID, paths, namedtuples or tuples/lists/dicts of them, or "
+            "opt into pickle with serializer=connectome_dask.serializers.PickleSerializer()"
         )
 
-    def _group(self, group, name, tag):
-        sub = group.create_group(name, track_order=False)
+    def _group(self, group, key, tag, **attrs):
+        sub = group.create_group(key, track_order=False)
         sub.attrs["t"] = tag
+        for key, value in attrs.items():
+            sub.attrs[key] = value
         self._sum(tag.encode())
         return sub
 
@@ -120,6 +183,9 @@ class Encoder:
                 return self._dataset(group, name, "pickle", np.frombuffer(pickle.dumps(arr, protocol=5), np.uint8))
             raise SerializationError(f"field {self.field!r}: cannot store a numpy array of dtype object natively; "
                                      "use a typed array or serializer=PickleSerializer()")
+        if arr.dtype.kind in "Mm":  # datetime64 / timedelta64: their int64 counts, the unit in the dtype
+            counts = np.require(arr, requirements="C").view(arr.dtype.str[0] + "i8")
+            return self._dataset(group, name, "time" + tag, counts, dtype=arr.dtype.str)
         raw = np.require(arr, requirements="C").reshape(-1).view(np.uint8).reshape(arr.shape + (arr.dtype.itemsize,))
         return self._dataset(group, name, "raw" + tag, raw, dtype=arr.dtype.str)
 
@@ -147,7 +213,7 @@ class Decoder:
     def read(self, obj):
         tag = self._text(obj, b"t")
         self._sum(tag.encode())
-        if tag in ("none", "tuple", "list", "dict"):
+        if tag in ("none", "tuple", "list", "dict", "namedtuple"):
             return self._container(obj, tag)
         arr = np.empty(obj.shape, obj.dtype)
         if arr.size:
@@ -158,6 +224,29 @@ class Decoder:
         if tag in ("rawarray", "rawscalar"):
             arr = arr.reshape(-1).view(np.dtype(self._text(obj, b"dtype"))).reshape(arr.shape[:-1])
             return arr if tag == "rawarray" else arr[()]
+        if tag in ("timearray", "timescalar"):
+            arr = arr.view(np.dtype(self._text(obj, b"dtype")))
+            return arr if tag == "timearray" else arr[()]
+        if tag in _FROM_TEXT:
+            value = _FROM_TEXT[tag](arr.tobytes().decode("utf-8", "surrogatepass"))
+            if tag in ("date", "datetime", "time") and self.h5.h5a.exists(obj, b"tz"):
+                import zoneinfo
+
+                zone = zoneinfo.ZoneInfo(self._text(obj, b"tz"))
+                return value.astimezone(zone) if tag == "datetime" else value.replace(tzinfo=zone)
+            return value
+        if tag == "timedelta":
+            days, seconds, microseconds = (int(v) for v in arr)
+            return datetime.timedelta(days, seconds, microseconds)
+        if tag == "uuid":
+            return uuid.UUID(bytes=arr.tobytes())
+        if tag == "path":
+            cls = _PATHS.get(self._text(obj, b"class"), pathlib.PurePath)
+            text = arr.tobytes().decode("utf-8", "surrogatepass")
+            try:
+                return cls(text)
+            except NotImplementedError:  # a concrete path of another system: its pure flavour
+                return (pathlib.PureWindowsPath if cls is pathlib.WindowsPath else pathlib.PurePosixPath)(text)
         if tag in ("bool", "int", "float", "complex"):
             return {"bool": bool, "int": int, "float": float, "complex": complex}[tag](arr[()])
         if tag == "bigint":
@@ -182,7 +271,30 @@ class Decoder:
         if tag == "dict":
             return {self._child(obj, f"k{i}"): self._child(obj, f"v{i}") for i in range(n // 2)}
         items = [self._child(obj, str(i)) for i in range(n)]
+        if tag == "namedtuple":
+            fields = self._text(obj, b"fields")
+            return _namedtuple(self._text(obj, b"name"), tuple(fields.split(",")) if fields else ())(*items)
         return tuple(items) if tag == "tuple" else items
+
+
+_FROM_TEXT = {"date": datetime.date.fromisoformat, "datetime": datetime.datetime.fromisoformat,
+              "time": datetime.time.fromisoformat, "decimal": decimal.Decimal}
+_NAMEDTUPLES = {}
+
+
+def _namedtuple(name, fields):
+    """The namedtuple type ``name(fields)`` made on read, one per (name, fields) and process; it
+    pickles by value (``_rebuild``), as no module holds it."""
+    cls = _NAMEDTUPLES.get((name, fields))
+    if cls is None:
+        cls = collections.namedtuple(name, fields, rename=True)
+        cls.__reduce__ = lambda self: (_rebuild, (name, fields, tuple(self)))
+        cls = _NAMEDTUPLES.setdefault((name, fields), cls)
+    return cls
+
+
+def _rebuild(name, fields, values):
+    return _namedtuple(name, fields)(*values)
 
 
 _STRING_TYPE = []
@@ -206,6 +318,7 @@ def encode(file, value, field, compression=None, allow_pickle=False):
     if the node is one uncompressed array dataset (read back by the fast path)."""
     encoder = Encoder(field, compression, allow_pickle)
     node = encoder.write(file, "value", value)
+    value = plain_array(value)
     plain = (type(value) is np.ndarray and value.dtype.kind in _NATIVE_KINDS and value.dtype.fields is None
              and node.compression is None)
     return encoder.checksum, plain

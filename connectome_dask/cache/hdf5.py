@@ -18,9 +18,14 @@ and never keep handles. A corrupt entry (unreadable, truncated, checksum mismatc
 one ``CacheWarning``; a root that cannot be written degrades to computing, with one warning per
 cause. Root creation is itself atomic (the marker is written through a temporary file).
 
+Folders are made on demand by the writer that needs them, so nothing touches the root once a call
+returns (``shutil.rmtree(root)`` right after use is safe). A root whose marker is gone but whose
+contents are exactly this layout (``rm -rf root`` under a live pipeline, whose next writes remake
+folders) is recognised, and its marker restored, by the writer and by ``HDF5Store(root)``.
+
 Entries are read, and plain arrays (the common case) written, with h5py's low-level API; a helper
-thread per process checksums large arrays while HDF5 copies them into the file, and makes a new
-field's 16 fan-out folders while values are computed (each ``mkdir`` costs 0.1-1 ms on ext4).
+thread per process checksums large arrays while HDF5 copies them into the file (the writer waits
+for it before it returns).
 """
 
 import concurrent.futures
@@ -33,13 +38,12 @@ import warnings
 import numpy as np
 
 from ..exceptions import CacheWarning, StorageCorruption, StoreError
-from .encoding import _NATIVE_KINDS, checksum_of, decode, encode
+from .encoding import _NATIVE_KINDS, checksum_of, decode, encode, plain_array
 from .store import MISSING, Store
 
 __all__ = ["HDF5Store", "ForeignRoot", "MARKER"]
 
 MARKER = "connectome_dask.json"
-_FANOUT = "0123456789abcdef"  # the first character of a token: a hex digest
 FORMAT = {"format": "connectome_dask.hdf5", "version": 1}
 
 
@@ -94,6 +98,7 @@ class HDF5Store(Store):
 
     def set(self, field, token, value):
         self._policy.check(field, value)
+        value = plain_array(value)
         compression = self._policy.compression(self.compression)
         path = self.path(field, token)
         folder = os.path.dirname(path)
@@ -117,15 +122,10 @@ class HDF5Store(Store):
                        f"cannot write to the cache root {self.root} ({e}); values are computed but not stored")
 
     def _make_folder(self, folder):
-        """Create an entry's folder. The first one of a field also queues the field's other fan-out
-        folders for the helper thread (creating a folder takes 0.1-1 ms on ext4, and a new field
-        needs 16 of them), so that they are made while values are computed."""
-        parent = os.path.dirname(folder)
-        fresh = not os.path.isdir(parent)
+        """Create an entry's folder (and the root, if it was removed under us: its marker too)."""
         os.makedirs(folder, exist_ok=True)
-        if fresh:
-            name = os.path.basename(folder)
-            _background.submit(_make_folders, [os.path.join(parent, c) for c in _FANOUT if c != name])
+        if not os.path.exists(os.path.join(self.root, MARKER)) and _is_layout(self.root):
+            _write_marker(self.root)
 
     def _warn(self, cause, message):
         if cause not in self._warned:
@@ -224,8 +224,8 @@ _BACKGROUND_CHECKSUM_BYTES = 1 << 20  # below this, handing the work to a thread
 
 class _Background:
     """One daemon helper thread per process, started on first use (again in a forked child), for
-    work that overlaps with the caller's: checksums of arrays being written and fan-out folders.
-    Jobs run in submission order. ``submit`` returns None if no thread can be started; the caller
+    work that overlaps with the caller's: checksums of arrays being written, each awaited by its
+    writer. Jobs run in submission order. ``submit`` returns None if no thread can be started; the caller
     then does the work itself."""
 
     def __init__(self):
@@ -262,14 +262,6 @@ def _serve(queue):
 
 
 _background = _Background()
-
-
-def _make_folders(paths):
-    for path in paths:
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError:
-            return  # the writer that needs the folder reports the error
 
 
 def _read(path, allow_pickle):
@@ -327,10 +319,39 @@ def _open_root(root):
                               "use another root or upgrade connectome_dask")
         return
     os.makedirs(root, exist_ok=True)
-    others = [n for n in os.listdir(root) if n != MARKER and not (n.startswith(f".{MARKER}") and n.endswith(".tmp"))]
-    if others:
-        raise ForeignRoot(f"{root} is not empty and is not a connectome_dask cache (found {sorted(others)[:5]}); "
+    if not _is_layout(root):
+        others = sorted(n for n in os.listdir(root) if not _is_marker_tmp(n))
+        raise ForeignRoot(f"{root} is not empty and is not a connectome_dask cache (found {others[:5]}); "
                           "choose an empty or new folder as the cache root")
+    _write_marker(root)
+
+
+def _is_marker_tmp(name):
+    return name.startswith(f".{MARKER}") and name.endswith(".tmp")
+
+
+def _is_layout(root):
+    """Whether ``root`` holds nothing but this store's layout: ``<field>/<character>/`` folders of
+    entries (``<token>.h5``, in the folder of its first character) and writers' temporary files (``.<token>.<random>.tmp``)."""
+    for field in _scandir(root):
+        if field.name == MARKER or _is_marker_tmp(field.name):
+            continue
+        prefixes = _scandir(field.path) if field.is_dir(follow_symlinks=False) else []
+        if field.name.startswith(".") or not prefixes:
+            return False
+        for prefix in prefixes:
+            if len(prefix.name) != 1 or not prefix.is_dir(follow_symlinks=False):
+                return False
+            for entry in _scandir(prefix.path):
+                name = entry.name
+                if not entry.is_file(follow_symlinks=False) or not (
+                        (name.endswith(".h5") and name[:1] == prefix.name) or (name[:1] == "." and name.endswith(".tmp"))):
+                    return False
+    return True
+
+
+def _write_marker(root):
+    marker = os.path.join(root, MARKER)
     tmp = os.path.join(root, f".{MARKER}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "w") as f:
