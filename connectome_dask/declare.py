@@ -98,6 +98,9 @@ class FieldFunction:
             return self.func
         return type(layer).__getattr__(layer, self.name)
 
+    def __connectome_token__(self):  # the function itself is hashed with the layer's spec
+        return "field-function:" + self.name
+
 
 def _split_bases(name, bases):
     kinds = [b for b in bases if getattr(b, "_is_base", False) and b.__dict__.get("_is_base")]

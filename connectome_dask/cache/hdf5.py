@@ -96,8 +96,10 @@ class HDF5Store(Store):
                                            f"{e}); it is recomputed and replaced")
             return MISSING
 
-    def set(self, field, token, value):
-        self._policy.check(field, value)
+    def set(self, field, token, value, each=False):
+        """Store ``value``; ``each``: it is a tuple of values (a shard) that the serializer judges one by one."""
+        for item in (value if each else (value,)):
+            self._policy.check(field, item)
         value = plain_array(value)
         compression = self._policy.compression(self.compression)
         path = self.path(field, token)

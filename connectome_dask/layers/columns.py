@@ -85,7 +85,7 @@ class Sharded(Cached):
             stored = self.binding.store.get(self.name, token)
             if stored is MISSING:
                 stored = tuple(key_ev.value(self.inner) for key_ev in evaluations)
-                self.binding.store.set(self.name, token, stored)
+                self.binding.store.set(self.name, token, stored, each=True)
             values = dict(zip(group, stored))
             with _SHARDS_LOCK:
                 _SHARDS[memo_key] = values
@@ -108,9 +108,10 @@ class CacheColumns(CacheLayer):
     storage : str or os.PathLike
         The cache root of the shards (an HDF5 cache root, as for ``CacheToDisk``).
     serializer : optional
-        A :mod:`connectome_dask.serializers` policy (default: native HDF5 types only).
+        A :mod:`connectome_dask.serializers` policy (default: native HDF5 types only); it judges
+        each value of a shard.
     names : str or list of str
-        Fields to cache (required).
+        Fields to cache (required; an empty list caches nothing).
     shard_size : None, int or float
         None: one shard for all ids; an int n > 1: n consecutive sorted ids; a float f:
         ``ceil(f * len(ids))`` ids. ``1`` raises ``ValueError``.
@@ -123,7 +124,8 @@ class CacheColumns(CacheLayer):
     Raises
     ------
     DependencyError
-        At construction, if the previous layer has no ``ids`` or needs more than the key.
+        At construction, if the previous layer has no ``ids``, a cached field needs more than the
+        key, or one of its inputs is not provided.
     ValueError
         On access, for a key that is not in ``ids``.
 
@@ -144,8 +146,8 @@ class CacheColumns(CacheLayer):
 
     def __init__(self, index, storage, serializer, names, *, verbose=False, shard_size=None, labels=None,
                  impure=False, compression=None):
-        if names is None or (not isinstance(names, str) and not list(names)):
-            raise ValueError("CacheColumns: name the fields to cache")
+        if names is None:
+            raise ValueError("CacheColumns: name the fields to cache (an empty list caches nothing)")
         super().__init__(names, impure)
         if shard_size is not None and (isinstance(shard_size, bool) or shard_size == 1 or shard_size <= 0
                                        or not isinstance(shard_size, (int, float))):
@@ -162,6 +164,12 @@ class CacheColumns(CacheLayer):
 
     def _prepare(self, prev):
         ids = prev.fields.get("ids")
+        for name in self._cached_names(prev):  # shards are computed whole: every input must be there now
+            missing = sorted({m.name for m in prev.fields[name].missing if not m.soft})
+            if missing:
+                raise DependencyError(f"CacheColumns: the cached field {name!r} needs {missing}, which the "
+                                      "previous layers do not provide; add a layer that provides them or do not "
+                                      "cache the field")
         inputs = {n.name for name in self._cached_names(prev) for n in walk([prev.fields[name]])
                   if isinstance(n, Input)}
         if ids is None or inputs - {"id"}:
