@@ -92,7 +92,7 @@ def test_readme_connectome_names_match_the_package():
     (so the README is updated when they land)."""
     with open(os.path.join(ROOT, "README.md")) as f:
         section = f.read().split("## Coming from connectome", 1)[1].split("\n## ", 1)[0]
-    same, rest = section.split("The connectome quirks we", 1)
+    same, rest = section.split("Code written for", 1)
     missing = rest.split("Not available yet:", 1)[1].split("\n\n", 1)[0]
     for name in re.findall(r"`([A-Za-z_][\w.]*)`", same):
         if name.startswith("_") or name.startswith("CacheToRam."):
