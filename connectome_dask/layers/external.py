@@ -28,6 +28,7 @@ the layers pickle.
 import functools
 import inspect
 import types
+import weakref
 
 from ..exceptions import FieldError, GraphError, HashingError, InvalidArgument
 from ..hashing import combine, fingerprint, reference, tokenize
@@ -353,7 +354,8 @@ class ExternalBase(External):
     ``super().__init__(inputs=[...])`` in ``__init__`` (before or after setting attributes; without
     it, the first use as a layer raises :class:`~connectome_dask.exceptions.GraphError`).
     Called on the instance itself, methods and properties are plain Python (``ds.square(2)``);
-    through a chain, or as ``ds._compile("square")``, they are fields. The object's attributes
+    through a chain, or as ``ds._compile("square")``, they are fields, and ``ds.square`` is both
+    (a :class:`MethodField`: ``ds.square.delayed(2)``, pickling and tokens are the field's). The object's attributes
     (e.g. a root folder) are part of the cache keys.
 
     Parameters
@@ -393,10 +395,17 @@ class ExternalBase(External):
         return value
 
 
+_DISCOVERED = weakref.WeakKeyDictionary()  # class -> its public method names
+
+
 def _method_names(config):
     if config.fields is not None:
         return config.fields
-    return [n for n in _discover(type(config.obj))[0] if n not in (config.properties or ())]
+    cls = type(config.obj)
+    methods = _DISCOVERED.get(cls)
+    if methods is None:
+        methods = _DISCOVERED[cls] = frozenset(_discover(cls)[0])
+    return methods.difference(config.properties or ())
 
 
 class MethodField:
@@ -430,7 +439,7 @@ class MethodField:
     def __connectome_token__(self):
         return self._field().__connectome_token__()
 
-    def __getattr__(self, name):  # the method's __name__, __doc__, __func__, ...; else the field's
+    def __getattr__(self, name):  # the method's __name__, __func__, __self__, ...; else the field's
         try:
             return getattr(self._method, name)
         except AttributeError:
