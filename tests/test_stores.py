@@ -1,8 +1,12 @@
 """One conformance suite every store passes, plus the HDF5 store's encoding and reliability."""
 
+import collections
 import concurrent.futures
+import datetime
+import decimal
 import multiprocessing
 import os
+import pathlib
 import pickle
 import random
 import shutil
@@ -11,8 +15,12 @@ import subprocess
 import sys
 import threading
 import time
+import typing
+import uuid
 import warnings
+import zoneinfo
 
+import cloudpickle
 import h5py
 import numpy as np
 import pytest
@@ -32,6 +40,15 @@ ZOO = [
     np.array([b"x", b"yz"]), np.array([True, False]), np.float32(1.5), np.int8(-3), np.bool_(True), np.array(4.0),
     np.array(["2020-01-01"], dtype="datetime64[D]"), np.arange(10)[::3], np.array([1, 2], ">i4"),
     {"image": np.ones((2, 2), np.float64), "meta": ("spacing", [1.0, 1.0])},
+    datetime.date(2020, 1, 2), datetime.datetime(2020, 1, 2, 3, 4, 5, 6),
+    datetime.datetime(2020, 1, 2, 3, 4, tzinfo=datetime.timezone(datetime.timedelta(hours=-5, minutes=-30))),
+    datetime.time(23, 59, 59, 999999), datetime.time(8, tzinfo=datetime.timezone.utc),
+    datetime.timedelta(days=-3, seconds=5, microseconds=1), datetime.timedelta.max, decimal.Decimal("-1.10E-3"),
+    decimal.Decimal("NaN"), pathlib.PurePosixPath("/data/ct"), pathlib.PureWindowsPath(r"C:\data\ct"),
+    pathlib.Path("rel/ative"), uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    np.datetime64("2020-01-01T01:02:03.5"), np.datetime64("NaT", "s"), np.timedelta64(-5, "ms"),
+    np.array([1, 2], ">m8[s]"), np.array([["2020-01", "NaT"]], "datetime64[M]"),
+    {datetime.date(2020, 1, 1): [decimal.Decimal(1), uuid.UUID(int=1)]},
 ]
 
 
@@ -39,6 +56,8 @@ def same(a, b):
     """Equality that also compares types and dtypes, recursively."""
     if type(a) is not type(b):
         return False
+    if isinstance(a, (np.ndarray, np.generic)) and a.dtype.kind in "Mm":  # NaT != NaT: compare the counts
+        return a.dtype == b.dtype and np.shape(a) == np.shape(b) and np.asarray(a).tobytes() == np.asarray(b).tobytes()
     if isinstance(a, np.ndarray):
         return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
     if isinstance(a, np.generic):
@@ -164,6 +183,55 @@ PLAIN = [np.arange(6.0).reshape(2, 3), np.zeros((0, 3), np.int16), np.array(5, n
          np.array([b"ab", b"c"]), np.arange(4).astype(np.complex64) * 1j, np.arange(5, dtype=">f4"),
          np.arange(24).reshape(4, 6)[:, ::2], np.random.default_rng(0).random((300, 1000)).astype(np.float32),
          np.ones((64, 128, 130), bool), np.float16([1, 2])]
+
+
+class Visit(typing.NamedTuple):
+    patient: str
+    when: datetime.date
+
+
+def test_namedtuples_read_back_as_namedtuples_of_the_same_name_and_fields(tmp_path):
+    store = HDF5Store(tmp_path / "root")
+    Point = collections.namedtuple("Point", ["x", "y"])
+    value = [Visit("p1", datetime.date(2020, 1, 2)), {"at": Point(1.5, np.arange(3))}, Visit("p2", None)]
+    store.set("f", TOKENS[0], value)
+    back = store.get("f", TOKENS[0])
+    first, inner, last = back
+    assert type(first).__name__ == "Visit" and first._fields == ("patient", "when") and first == value[0]
+    assert type(first) is type(last) and last.when is None  # one type per name and fields
+    assert inner["at"].x == 1.5 and type(inner["at"].y) is np.ndarray and inner["at"]._fields == ("x", "y")
+    assert type(first) is not Visit  # made from the file: the original class is never imported
+    for dumps, loads in ((pickle.dumps, pickle.loads), (cloudpickle.dumps, cloudpickle.loads)):
+        assert loads(dumps(first)) == first and type(loads(dumps(first))).__name__ == "Visit"
+    with h5py.File(store.path("f", TOKENS[0]), "r") as f:  # what another HDF5 reader sees
+        node = f["value/0"]
+        assert (node.attrs["t"], node.attrs["name"], node.attrs["fields"]) == ("namedtuple", "Visit", "patient,when")
+        assert f["value/0/1"].attrs["t"] == "date" and f["value/0/1"][()].tobytes() == b"2020-01-02"
+
+
+def test_zoned_datetimes_keep_their_zone_and_fold(tmp_path):
+    store = HDF5Store(tmp_path / "root")
+    zone = zoneinfo.ZoneInfo("America/New_York")
+    second = datetime.datetime(2020, 11, 1, 1, 30, fold=1, tzinfo=zone)  # the second 1:30 of that night
+    store.set("f", TOKENS[0], second)
+    back = store.get("f", TOKENS[0])
+    assert back == second and back.tzinfo is zone and back.fold == 1 and back.utcoffset() == second.utcoffset()
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_array_subclasses_are_stored_as_plain_arrays(tmp_path):
+    store = HDF5Store(tmp_path / "root")
+    mapped = np.memmap(tmp_path / "volume.dat", dtype=np.float32, mode="w+", shape=(3, 4))
+    mapped[:] = np.arange(12).reshape(3, 4)
+    for token, value in zip(TOKENS, (mapped, mapped[1:], np.matrix([[1, 2]]), [mapped, {"m": mapped}])):
+        store.set("f", token, value)
+    back = store.get("f", TOKENS[0])
+    assert type(back) is np.ndarray and back.dtype == np.float32 and (back == np.arange(12).reshape(3, 4)).all()
+    assert type(store.get("f", TOKENS[2])) is np.ndarray and store.get("f", TOKENS[2]).shape == (1, 2)
+    listed = store.get("f", TOKENS[3])
+    assert type(listed[0]) is np.ndarray and (listed[1]["m"] == back).all()
+    with pytest.raises(SerializationError, match="masked array"):
+        store.set("f", TOKENS[4], np.ma.masked_array([1, 2], mask=[0, 1]))
 
 
 @pytest.mark.parametrize("compression", [None, "gzip"])
