@@ -80,7 +80,7 @@ def plain_array(value):
 
 def _is_namedtuple(t):
     fields = getattr(t, "_fields", None)
-    return issubclass(t, tuple) and isinstance(fields, tuple) and all(isinstance(f, str) for f in fields)
+    return t is not tuple and isinstance(fields, tuple) and all(isinstance(f, str) for f in fields)
 
 
 def _text(value):
@@ -137,7 +137,7 @@ class Encoder:
             return self._dataset(group, name, "uuid", np.frombuffer(value.bytes, np.uint8))
         if _PATHS.get(t.__name__) is t:
             return self._dataset(group, name, "path", _text(str(value)), **{"class": t.__name__})
-        if t is not tuple and isinstance(value, tuple) and _is_namedtuple(t):
+        if isinstance(value, tuple) and _is_namedtuple(t):
             sub = self._group(group, name, "namedtuple", name=t.__name__, fields=",".join(t._fields))
             for i, item in enumerate(value):
                 self.write(sub, str(i), item)
