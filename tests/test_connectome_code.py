@@ -250,6 +250,22 @@ def test_a_memmap_from_nibabel_is_cached_as_an_array(zoo, tmp_path):
     assert (again.affine("s0") == np.diag([1.0, 1.0, 2.5, 1.0])).all()
 
 
+def test_each_field_of_an_external_base_entry_is_cached_apart(zoo, tmp_path):
+    """connectome's disk cache returns one value for every field of an ExternalBase entry (its methods
+    share the class's hash); ours keeps them apart, and apart per data folder."""
+    root = tmp_path / "cache"
+    first = scans(zoo) >> CacheToDisk.simple("patient", "site", "image", root=root)
+    assert (first.patient("s0"), first.site("s0")) == ("p1", "A")
+    again = scans(zoo) >> CacheToDisk.simple("patient", "site", "image", root=root)
+    assert (again.patient("s0"), again.site("s0")) == ("p1", "A")
+
+    other = tmp_path / "other"
+    shutil.copytree(zoo.data, other)
+    nibabel.save(nibabel.Nifti1Image(np.ones((2, 2, 2), np.int16), np.eye(4)), other / "s0.nii")
+    elsewhere = zoo.Scans(other, str(zoo.calls_file)) >> CacheToDisk.simple("image", root=root)
+    assert (elsewhere.image("s0") == 1).all() and (again.image("s0") == np.arange(24).reshape(2, 3, 4)).all()
+
+
 # 4. dates, decimals, paths, UUIDs, numpy datetimes and namedtuples, without pickle ---------------
 
 EXPECTED = {

@@ -74,7 +74,8 @@ class _Member:
         self.obj, self.name, self.token, self.is_property = obj, name, token, is_property
 
     def __call__(self, *args):
-        value = getattr(self.obj, self.name)
+        obj = self.obj  # an ExternalBase's own lookup would wrap its methods as fields: not needed here
+        value = object.__getattribute__(obj, self.name) if isinstance(obj, ExternalBase) else getattr(obj, self.name)
         return value if self.is_property else value(*args)
 
     def __connectome_token__(self):
@@ -388,7 +389,7 @@ class ExternalBase(External):
 
     def __getattribute__(self, name):
         value = object.__getattribute__(self, name)
-        if name[0] != "_" and type(value) is types.MethodType and value.__self__ is self:
+        if type(value) is types.MethodType and name[0] != "_" and value.__self__ is self:
             config = object.__getattribute__(self, "__dict__").get("_external")
             if config is not None and name in _method_names(config):
                 return MethodField(self, name, value)
