@@ -31,7 +31,7 @@ downstream of the node; without one, in ``$CONNECTOME_DASK_STAMPS`` or
 The index only saves reading files: losing it costs one digest per file.
 
 Shipping: ``graph.build`` and ``persist`` compute the stamps on the client (:func:`recording`), once
-per call, and send each task the table ``{(stamp, path): token}`` of its entry; tasks evaluate under
+per call, and send each task the table ``{(stamp, path): token or MissingFile}`` of its entry; tasks evaluate under
 :func:`shipped`, so workers never hash files (a path missing from the table is stamped locally).
 """
 
@@ -156,9 +156,14 @@ def stamp(paths, mode="content", index=None, where="@files"):
         path = os.fspath(path)
         known = None if table is None else table.tokens.get((mode, path))
         if known is None:
-            known = _stamp_one(path, mode, index, where)
+            try:
+                known = _stamp_one(path, mode, index, where)
+            except MissingFile as e:
+                known = e
             if table is not None:
-                table.tokens[mode, path] = known
+                table.tokens[mode, path] = known  # a missing file travels as its error
+        if isinstance(known, MissingFile):
+            raise MissingFile(*known.args)
         parts.append(known)
     return combine(mode, *parts)
 
