@@ -44,7 +44,7 @@ import uuid
 
 from .exceptions import MissingFile
 from .hashing import combine, tokenize
-from .nodes import Call, walk
+from .nodes import Call, Input, walk
 
 __all__ = ["Files", "Stamps", "stamp", "recording", "shipped", "attach", "MODES", "RACY_NS"]
 
@@ -59,12 +59,13 @@ _TABLE = contextvars.ContextVar("connectome_dask_stamps", default=None)
 class Files(Call):
     """A ``@files`` function's node: its value is the paths, its token includes their stamps."""
 
-    __slots__ = ("stamp", "index", "_kind")
-    leaf = True
+    __slots__ = ("stamp", "index", "_kind", "_paths")
+    leaf = stamped = True
+    MEMO = 1 << 16  # input tokens remembered per node (cleared when full)
 
     def __init__(self, name, func, args, kwnames=(), layer=None, stamp="content"):
         super().__init__(name, func, args, kwnames, layer=layer)
-        self.stamp, self.index, self._kind = stamp, None, None
+        self.stamp, self.index, self._kind, self._paths = stamp, None, None, None
 
     def kind_token(self):
         if self._kind is None:
@@ -72,13 +73,27 @@ class Files(Call):
         return self._kind
 
     def leaf_token(self, ev):
-        scratch = ev._spawn(ev.inputs)  # the paths are evaluated apart: a token is not work done
+        """``combine(kind, input tokens, stamp)``; the paths are computed on every call (a function
+        may list a folder), the input part is remembered per key (a ``str`` or ``int`` key, when
+        the inputs are keyed only), so a RAM hit costs the function, a stat and a lookup."""
+        memo, inputs, entry = self._paths, ev.inputs, None
+        if memo is None:
+            memo = self._paths = {} if all(isinstance(n, Input) for n in walk(self.args) if n.leaf) else False
+        if memo is not False and len(inputs) == 1:
+            (name, value), = inputs.items()
+            if type(value) is str or type(value) is int:
+                entry = (name, type(value), value)
+        scratch = ev._spawn(inputs)  # evaluated apart: computing a token is not work done
         scratch.parent = ev
         paths = Call.compute(self, scratch)
-        entry = ev.inputs.get("id", ev.inputs)
-        where = f"{self.layer}: {self.name!r} of the entry {entry!r}"
-        return combine(self.kind_token(), *[ev.token(a) for a in self.args],
-                       stamp(paths, self.stamp, self.index, where))
+        static = memo.get(entry) if entry is not None else None
+        if static is None:
+            static = combine(self.kind_token(), *[ev.token(a) for a in self.args])
+            if entry is not None:
+                if len(memo) >= self.MEMO:
+                    memo.clear()
+                memo[entry] = static
+        return combine(static, stamp(paths, self.stamp, self.index, (self.layer, self.name, inputs.get("id", inputs))))
 
     def __reduce__(self):
         return _files, (self.name, self.func, self.args, self.kwnames, self.layer, self.stamp, self.index)
@@ -141,18 +156,19 @@ def shipped(table):
         _TABLE.reset(reset)
 
 
-def stamp(paths, mode="content", index=None, where="@files"):
-    """The token of the files ``paths`` (a path, URL or folder, or a list of them)."""
+def stamp(paths, mode="content", index=None, where=None):
+    """The token of the files ``paths`` (a path, URL or folder, or a list of them); ``where``:
+    ``(layer, function name, entry)`` for error messages."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     elif not isinstance(paths, (list, tuple)):
-        raise TypeError(f"{where}: a @files function returns a path or a list of paths, "
+        raise TypeError(f"{_where(where)}: a @files function returns a path or a list of paths, "
                         f"got {type(paths).__name__}")
     table = _TABLE.get()
     parts = []
     for path in paths:
         if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"{where}: a @files function returns paths (str or os.PathLike), got {path!r}")
+            raise TypeError(f"{_where(where)}: a @files function returns paths (str or os.PathLike), got {path!r}")
         path = os.fspath(path)
         known = None if table is None else table.tokens.get((mode, path))
         if known is None:
@@ -168,6 +184,13 @@ def stamp(paths, mode="content", index=None, where="@files"):
     return combine(mode, *parts)
 
 
+def _where(where):
+    if where is None:
+        return "@files"
+    layer, name, entry = where
+    return f"{layer}: {name!r} of the entry {entry!r}"
+
+
 def _stamp_one(path, mode, index, where):
     if "://" in path and not path.startswith("file://"):
         return _stamp_url(path, mode, index, where)
@@ -175,7 +198,7 @@ def _stamp_one(path, mode, index, where):
     try:
         st = os.stat(local)
     except FileNotFoundError:
-        raise MissingFile(f"{where} reads {path!r}, which does not exist; restore the file, fix the "
+        raise MissingFile(f"{_where(where)} reads {path!r}, which does not exist; restore the file, fix the "
                           "@files function, or remove the entry from ids") from None
     if stats.S_ISDIR(st.st_mode):
         parts = []
@@ -187,19 +210,23 @@ def _stamp_one(path, mode, index, where):
         return combine("folder", *parts)
     if mode == "stat":
         return combine("stat", str(st.st_size), str(st.st_mtime_ns))
-    signature = f"{st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}"
+    signature = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    memo = _MEMO.get(path)
+    if memo is not None and memo[0] == signature:
+        return memo[1]
     return _remembered(path, signature, index, lambda: _digest_local(local, st),
                        racy=max(st.st_mtime_ns, st.st_ctime_ns) > time.time_ns() - RACY_NS)
 
 
 def _remembered(path, signature, index, compute, racy):
-    """The token of ``path`` at ``signature``: from memory, the index, or ``compute()``."""
+    """The token of ``path`` at ``signature`` (a tuple): from memory, the index, or ``compute()``."""
     memo = _MEMO.get(path)
     if memo is not None and memo[0] == signature:
         return memo[1]
     folder = _index_folder(index)
     record = _record_path(folder, path) if folder else None
-    token = _read_record(record, path, signature) if record else None
+    line = " ".join(map(str, signature))
+    token = _read_record(record, path, line) if record else None
     if token is None:
         token = compute()
         if token is None:  # the file changed while it was read: hash again next time, keep nothing
@@ -207,7 +234,7 @@ def _remembered(path, signature, index, compute, racy):
         if racy:
             return token
         if record:
-            _write_record(record, path, signature, token)
+            _write_record(record, path, line, token)
     if len(_MEMO) >= _MEMO_MAX:
         _MEMO.clear()
     _MEMO[path] = (signature, token)
@@ -249,7 +276,7 @@ def _stamp_url(url, mode, index, where):
     try:
         info = fs.info(path)
     except FileNotFoundError:
-        raise MissingFile(f"{where} reads {url!r}, which does not exist; restore the object, fix the "
+        raise MissingFile(f"{_where(where)} reads {url!r}, which does not exist; restore the object, fix the "
                           "@files function, or remove the entry from ids") from None
     if info.get("type") == "directory":
         found = fs.find(path, detail=True)
@@ -270,7 +297,7 @@ def _object_token(fs, path, info, mode, index):
         if info.get(key):
             return combine("object", key.lower(), str(info[key]).strip('"'))
     url = fs.unstrip_protocol(path)
-    return _remembered(url, f"{info.get('size')} {modified}", index, lambda: _digest_object(fs, path), racy=False)
+    return _remembered(url, (info.get("size"), modified), index, lambda: _digest_object(fs, path), racy=False)
 
 
 def _digest_object(fs, path):
