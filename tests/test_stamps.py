@@ -4,12 +4,14 @@ fields of that entry computed from it; touching or copying it does not (connecto
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from connectome_dask import CacheToDisk, Source, files, impure, stamps
@@ -309,3 +311,36 @@ def test_persist_after_editing_3_of_64_files_computes_3_entries(client, tmp_path
         assert report.cached == 1 and isinstance(report.failed["s05"], MissingFile)
     finally:
         client.run(_allow_stamping)
+
+
+@pytest.mark.slow
+def test_the_main_example_recomputes_only_the_entries_of_an_edited_scan(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    sys.path.insert(0, os.path.join(os.path.dirname(TESTS), "examples"))
+    try:
+        from mri import FILES, sample_folder
+    finally:
+        sys.path.pop(0)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    stems = {name.split(".")[0] for name in FILES.values()}  # a header and its data file share the stem
+    for name in os.listdir(sample_folder()):
+        if name.split(".")[0] in stems:
+            shutil.copy(os.path.join(sample_folder(), name), folder / name)
+    command = [sys.executable, "examples/01_persist_imaging.py", str(tmp_path / "cache"), "--folder", str(folder),
+               "--png", str(tmp_path / "montage.png")]
+    env = dict(os.environ, CONNECTOME_DASK_WORKERS="2")
+
+    def run():
+        out = subprocess.run(command, capture_output=True, text=True, cwd=os.path.dirname(TESTS), env=env, timeout=600)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    first = run()
+    n = int(re.search(r"^persist: (\d+) computed, 0 already cached", first, re.M).group(1))
+    scan = nibabel.load(folder / "anatomical.nii")
+    edited = nibabel.Nifti1Image(np.asarray(scan.dataobj) * 2 + 1, scan.affine, scan.header)
+    nibabel.save(edited, folder / "anatomical.tmp.nii")
+    os.replace(folder / "anatomical.tmp.nii", folder / "anatomical.nii")  # the scan is re-exported
+    os.utime(folder / "functional.nii")  # touched only
+    assert f"persist: 1 computed, {n - 1} already cached, 0 failed" in run()
