@@ -186,6 +186,14 @@ class Files(Decorator):
     def __reduce__(self):
         return Files, (self.__wrapped__, self.stamp)
 
+    def __get__(self, obj, owner=None):  # a method of an ExternalBase / External object
+        return self if obj is None else Files(self.__wrapped__.__get__(obj, owner), self.stamp)
+
+    def __connectome_token__(self):
+        from .hashing import combine, fingerprint
+
+        return combine("files", self.stamp, fingerprint(self.__wrapped__))
+
 
 def files(func=None, *, stamp="content"):
     """``@files`` or ``@files(stamp="content" | "stat" | "none")``; see :class:`Files`."""

@@ -43,10 +43,10 @@ import time
 import uuid
 
 from .exceptions import MissingFile
-from .hashing import combine, tokenize
+from .hashing import combine, fingerprint, tokenize
 from .nodes import Call, Input, walk
 
-__all__ = ["Files", "Stamps", "stamp", "recording", "shipped", "attach", "MODES", "RACY_NS"]
+__all__ = ["Files", "Reads", "Stamps", "stamp", "recording", "shipped", "attach", "MODES", "RACY_NS"]
 
 MODES = ("content", "stat", "none")
 RACY_NS = 2_000_000_000  # a signature younger than this (vs. the clock) is not remembered
@@ -106,6 +106,30 @@ def _files(name, func, args, kwnames, layer, stamp, index):
     node = Files(name, func, args, kwnames, layer, stamp)
     node.index = index
     return node
+
+
+class Reads:
+    """``func(*args[:n])``: a field function whose token also covers ``@files`` nodes it does not
+    take as arguments (the fields of an ``External``, which are called with their inputs only)."""
+
+    __slots__ = ("func", "n")
+
+    def __init__(self, func, n):
+        self.func, self.n = func, n
+
+    def __call__(self, *args):
+        return self.func(*args[:self.n])
+
+    def __connectome_token__(self):
+        code = getattr(self.func, "__connectome_token__", None)
+        return code() if code is not None else fingerprint(self.func)
+
+    def __reduce__(self):
+        return Reads, (self.func, self.n)
+
+    @property
+    def __name__(self):
+        return getattr(self.func, "__name__", "reads")
 
 
 def attach(node, root):

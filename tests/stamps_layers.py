@@ -102,3 +102,27 @@ def scans(root, log, cache):
 def write(path, data):
     with open(path, "wb") as f:
         f.write(data)
+
+
+from connectome_dask.layers.external import ExternalBase  # noqa: E402
+
+
+class Notes(ExternalBase):
+    """An ``ExternalBase`` dataset: a ``@files`` method names the raw file of an entry."""
+
+    def __init__(self, root, log):
+        super().__init__(inputs=["id"], inherit=["id"])
+        self.root, self.log = root, log
+
+    @property
+    def ids(self):
+        return sorted(name[:-4] for name in os.listdir(self.root) if name.endswith(".txt"))
+
+    @files
+    def _path(self, key):
+        return os.path.join(self.root, f"{key}.txt")
+
+    def text(self, key):
+        log_call(self.log, "text:" + key)
+        with open(self._path(key)) as f:
+            return f.read()

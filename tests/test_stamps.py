@@ -16,7 +16,7 @@ import pytest
 
 from connectome_dask import CacheToDisk, Source, files, impure, stamps
 from connectome_dask.exceptions import FieldError, MissingFile
-from stamps_layers import Quick, Remote, Series, scans, write
+from stamps_layers import Notes, Quick, Remote, Series, scans, write
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -112,6 +112,19 @@ def test_a_folder_source(tmp_path, counter, cache_root):
     os.rename(root / "a" / "dicom" / "3.dcm", root / "a" / "dicom" / "4.dcm")  # renamed: same bytes, new name
     assert ds.volume("a") == b"a0a1a2a3"
     assert calls(counter.path) == ["volume:a", "volume:a"]
+
+
+def test_an_external_dataset_names_its_files_with_a_method(tmp_path, counter, cache_root):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for key in ("a", "b"):
+        write(notes / f"{key}.txt", key.encode())
+    ds = Notes(str(notes), counter.path) >> CacheToDisk.simple("text", root=cache_root)
+    assert [ds.text(k) for k in ds.ids] == ["a", "b"]
+    counter.reset()
+    write(notes / "b.txt", b"B")
+    assert [ds.text(k) for k in ds.ids] == ["a", "B"]
+    assert calls(counter.path) == ["text:b"]
 
 
 def test_a_missing_file_names_the_source_the_key_and_the_path(raw, counter, cache_root):
