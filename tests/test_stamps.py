@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from connectome_dask import CacheToDisk, Source, files, impure, stamps
+from connectome_dask import CacheToDisk, CacheToRam, Source, files, impure, stamps
 from connectome_dask.exceptions import FieldError, MissingFile
 from stamps_layers import Notes, Quick, Remote, Series, scans, write
 
@@ -221,7 +221,7 @@ def test_keys_are_the_same_in_another_process(raw, counter, cache_root):
     assert out.stdout.split() == here
 
 
-def test_the_index_is_kept_in_the_cache_root(raw, counter, cache_root):
+def test_the_index_is_kept_in_the_cache_root_or_else_per_user(raw, counter, cache_root, tmp_path):
     time.sleep(stamps.RACY_NS / 1e9 + 0.1)  # files as old as real data: their digests are remembered
     ds = scans(raw, counter.path, cache_root)
     fill(ds)
@@ -231,6 +231,12 @@ def test_the_index_is_kept_in_the_cache_root(raw, counter, cache_root):
 
     listed = {field for field, *_ in HDF5Store(cache_root).entries()}
     assert listed == {"image", "label"}  # the index is not a field of the cache
+    from stamps_layers import Scans
+
+    stamps._MEMO.clear()
+    in_ram = Scans(root=raw, log=counter.path) >> CacheToRam()  # no cache root
+    in_ram.image("s0")
+    assert len(glob.glob(str(tmp_path / "user-stamps" / "*" / "*"))) == 1
 
 
 CONCURRENT = textwrap.dedent("""
