@@ -37,7 +37,7 @@ from dask.task_spec import Task, TaskRef
 from .evaluate import Evaluation
 from .hashing import combine
 from .nodes import Cached, Const, Input, Node, static_token, walk
-from .stamps import Files, recording, shipped
+from .stamps import recording, shipped
 
 __all__ = ["Structure", "Runner", "build"]
 
@@ -116,7 +116,7 @@ class Structure:
         self.runners = {}
         for node in self.boundaries:
             inputs, deps = self._region(node)
-            stamped = any(isinstance(n, Files) for n in walk([node], inner=True))
+            stamped = any(n.stamped for n in walk([node], inner=True))
             self.runners[node] = Runner(node, sorted(inputs), deps, stamped)
         self.stamped = any(r.stamped for r in self.runners.values())
         self.order = _topological([n for n in order if n in self.boundaries], self.runners)

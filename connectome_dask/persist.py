@@ -26,7 +26,7 @@ from .exceptions import PersistError
 from .hashing import combine, tokenize
 from .nodes import Cached, Call, Input, static_token, walk
 from .progress import PROGRESS_TOPIC, REPORT_EVERY, Tally, reporter
-from .stamps import Files, recording, shipped
+from .stamps import recording, shipped
 
 __all__ = ["persist", "PersistReport", "PersistJob", "PersistBatch", "cached_nodes", "batches_of", "PROGRESS_TOPIC"]
 
@@ -318,9 +318,9 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
     prefix = "-".join(names) or "persist"
     structure = combine(*(combine(n.name, _store_token(n)) for n in targets))
     keys = [f"{prefix}-{combine(structure, *(tokenize(i, what='an entry key') for i in b))}" for b in batches]
-    stamps = [_stamps(targets, b) for b in batches] if any(isinstance(n, Files) for n in walk(targets, inner=True)) else []
-    futures = client.map(PersistBatch(tuple(targets)), batches, *[stamps] * bool(stamps), key=keys,
-                         pure=False) if batches else []
+    stamped = any(n.stamped for n in walk(targets, inner=True))
+    stamps = [[_stamps(targets, b) for b in batches]] if stamped else []
+    futures = client.map(PersistBatch(tuple(targets)), batches, *stamps, key=keys, pure=False) if batches else []
     job = PersistJob(client, futures, batches, errors)
     if not wait:
         return job
@@ -332,8 +332,8 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
 
 
 def _stamps(targets, keys):
-    """The stamps of the raw files of ``keys``, computed here once and shipped with their task. An
-    entry whose stamps fail (a missing file) is left to its task, which reports the error for its id."""
+    """The stamps of the raw files of ``keys``, computed here once and shipped with their task (a
+    missing file travels as its error). Any other error is left to the task, which reports it per id."""
     with recording() as table:
         for key in keys:
             ev = Evaluation({"id": key})

@@ -42,7 +42,7 @@ import stat as stats
 import time
 import uuid
 
-from .exceptions import MissingFile
+from .exceptions import FieldError, MissingFile
 from .hashing import combine, fingerprint, tokenize
 from .nodes import Call, Input, walk
 
@@ -142,7 +142,8 @@ def attach(node, root):
 
 
 class Stamps:
-    """The stamps of one entry, shipped with its tasks (an opaque argument to dask)."""
+    """The stamps of one entry, ``{(stamp, path): token or MissingFile}``, shipped with its tasks
+    (an object, so that dask passes it as it is)."""
 
     __slots__ = ("tokens",)
 
@@ -152,14 +153,14 @@ class Stamps:
     def __reduce__(self):
         return Stamps, (self.tokens,)
 
-    def __len__(self):
-        return len(self.tokens)
-
 
 @contextlib.contextmanager
-def recording():
-    """Collect every stamp computed in the block into the yielded :class:`Stamps`."""
-    table = Stamps()
+def shipped(table):
+    """Stamp through ``table`` in the block: the stamps it holds (the client's) are used as they are,
+    others are computed and added. ``None``: stamp here, as outside the block."""
+    if table is None:
+        yield None
+        return
     reset = _TABLE.set(table)
     try:
         yield table
@@ -167,17 +168,9 @@ def recording():
         _TABLE.reset(reset)
 
 
-@contextlib.contextmanager
-def shipped(table):
-    """Use the stamps of ``table`` (computed by the client) instead of stamping files here."""
-    if table is None:
-        yield
-        return
-    reset = _TABLE.set(table)
-    try:
-        yield
-    finally:
-        _TABLE.reset(reset)
+def recording():
+    """``with recording() as table``: collect every stamp computed in the block into ``table``."""
+    return shipped(Stamps())
 
 
 def stamp(paths, mode="content", index=None, where=None):
@@ -186,13 +179,13 @@ def stamp(paths, mode="content", index=None, where=None):
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     elif not isinstance(paths, (list, tuple)):
-        raise TypeError(f"{_where(where)}: a @files function returns a path or a list of paths, "
-                        f"got {type(paths).__name__}")
+        raise FieldError(f"{_where(where)}: a @files function returns a path or a list of paths, "
+                         f"got {type(paths).__name__}")
     table = _TABLE.get()
     parts = []
     for path in paths:
         if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"{_where(where)}: a @files function returns paths (str or os.PathLike), got {path!r}")
+            raise FieldError(f"{_where(where)}: a @files function returns paths (str or os.PathLike), got {path!r}")
         path = os.fspath(path)
         known = None if table is None else table.tokens.get((mode, path))
         if known is None:
@@ -253,8 +246,8 @@ def _remembered(path, signature, index, compute, racy):
     token = _read_record(record, path, line) if record else None
     if token is None:
         token = compute()
-        if token is None:  # the file changed while it was read: hash again next time, keep nothing
-            return compute() or _unstable(path)
+        if token is None:  # the file changed while it was read: hash again, remember nothing
+            return compute() or combine("changing", line)
         if racy:
             return token
         if record:
@@ -263,10 +256,6 @@ def _remembered(path, signature, index, compute, racy):
         _MEMO.clear()
     _MEMO[path] = (signature, token)
     return token
-
-
-def _unstable(path):
-    raise MissingFile(f"{path!r} keeps changing while it is read; stamp it when it is complete")
 
 
 def _digest_local(path, before):
