@@ -127,6 +127,27 @@ def test_an_external_dataset_names_its_files_with_a_method(tmp_path, counter, ca
     assert calls(counter.path) == ["text:b"]
 
 
+def test_through_a_merge_only_the_edited_entry_changes(tmp_path, counter, cache_root):
+    from connectome_dask import Merge
+    from stamps_layers import Scans
+
+    sites = []
+    for site in ("a", "b"):
+        (tmp_path / site).mkdir()
+        for i in range(2):
+            write(tmp_path / site / f"{site}{i}.bin", f"{site}{i}".encode())
+        sites.append(Scans(root=str(tmp_path / site), log=counter.path))
+    merged = Merge(*sites) >> CacheToDisk.simple("image", root=cache_root)
+    keys = {k: merged.image.delayed(k).key for k in merged.ids}
+    assert [merged.image(k).tobytes() for k in merged.ids] == [b"a0", b"a1", b"b0", b"b1"]
+    counter.reset()
+    write(tmp_path / "b" / "b0.bin", b"B0")
+    changed = {k for k in merged.ids if merged.image.delayed(k).key != keys[k]}
+    assert changed == {"b0"}
+    assert [merged.image(k).tobytes() for k in merged.ids] == [b"a0", b"a1", b"B0", b"b1"]
+    assert calls(counter.path) == ["image:b0.bin"]
+
+
 def test_a_missing_file_names_the_source_the_key_and_the_path(raw, counter, cache_root):
     ds = scans(raw, counter.path, cache_root)
     missing = os.path.join(raw, "s9.bin")
