@@ -31,8 +31,8 @@ downstream of the node; without one, in ``$CONNECTOME_DASK_STAMPS`` or
 The index only saves reading files: losing it costs one digest per file.
 
 Shipping: ``graph.build`` and ``persist`` compute the stamps on the client (:func:`recording`), once
-per call, and send each task the table ``{(stamp, path): token or MissingFile}`` of its entry; tasks evaluate under
-:func:`shipped`, so workers never hash files (a path missing from the table is stamped locally).
+per call, and send each task the :class:`Stamps` of its entry; tasks evaluate under :func:`shipped`,
+so workers never hash files (a path missing from the table is stamped where it is needed).
 """
 
 import contextlib
@@ -228,9 +228,6 @@ def _stamp_one(path, mode, index, where):
     if mode == "stat":
         return combine("stat", str(st.st_size), str(st.st_mtime_ns))
     signature = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-    memo = _MEMO.get(path)
-    if memo is not None and memo[0] == signature:
-        return memo[1]
     return _remembered(path, signature, index, lambda: _digest_local(local, st),
                        racy=max(st.st_mtime_ns, st.st_ctime_ns) > time.time_ns() - RACY_NS)
 
