@@ -144,7 +144,8 @@ class Files(Decorator):
     folder (every file under it), local or an fsspec URL. Their *stamp* enters the token of every
     field computed from it, so editing a file invalidates exactly the entries that read it
     (:mod:`connectome_dask.stamps`). ``@files(stamp="stat")`` stamps by size and mtime only (reads
-    nothing); ``stamp="none"`` turns stamping off.
+    nothing); ``stamp="none"`` turns stamping off. On an ``ExternalBase`` (or ``External`` object),
+    a ``@files`` method names the files of an entry for every field of the object.
 
     >>> import os, tempfile
     >>> from connectome_dask import Source, files
@@ -167,10 +168,12 @@ class Files(Decorator):
     flag = "files"
 
     def __init__(self, func, stamp="content"):
+        from .exceptions import FieldError
         from .stamps import MODES
 
         if stamp not in MODES:
-            raise ValueError(f"@files: stamp must be one of {list(MODES)}, got {stamp!r}")
+            raise FieldError(f"@files on {getattr(func, '__name__', func)!r}: stamp must be one of {list(MODES)}, "
+                             f"got {stamp!r}")
         super().__init__(func)
         self.stamp = stamp
 
