@@ -9,7 +9,7 @@ of the code, parameters and entry key, so a cache always matches the code.
 """
 
 from . import exceptions
-from .decorators import Function, Output, impure, inverse, meta, optional, positional
+from .decorators import Function, Output, files, impure, inverse, meta, optional, positional
 from .layers.apply import Apply
 from .layers.base import CallableLayer, Layer
 from .layers.cache import CacheLayer, CacheToDisk, CacheToRam
@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Source", "Transform", "Mixin", "Chain", "chained", "LazyChain",
-    "meta", "impure", "inverse", "optional", "positional", "Output", "Function",
+    "meta", "impure", "inverse", "optional", "positional", "files", "Output", "Function",
     "Apply", "Layer", "CallableLayer", "exceptions",
     "CacheLayer", "CacheToRam", "CacheToDisk", "CacheColumns",
     "Filter", "CheckIds", "Merge", "Join", "JoinMode", "GroupBy", "Split", "HashDigest",

@@ -268,8 +268,13 @@ def _field(kind, layer, key, value):
         func = func.func
     else:
         args = _signature_args(kind, layer, key, func, flags.get("positional", False))
+    stamp = flags.get("files")
+    clash = [f for f in ("meta", "impure", "inverse") if flags.get(f)]
+    if stamp and clash:
+        raise FieldError(f"{layer!r}: {key!r} is both @files and @{clash[0]}; a @files function returns the paths "
+                         "an entry reads: keep it pure and per entry, apart from other fields")
     return FieldSpec(key, func, args, meta=flags.get("meta", False), optional=flags.get("optional", False),
-                     impure=flags.get("impure", False), inverse=flags.get("inverse", False))
+                     impure=flags.get("impure", False), inverse=flags.get("inverse", False), stamp=stamp)
 
 
 def _named_arg(kind, name, keyword=None):

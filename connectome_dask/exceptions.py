@@ -26,6 +26,7 @@ __all__ = [
     "UnknownKey",
     "DuplicateKeys",
     "UnknownAlgorithm",
+    "MissingFile",
 ]
 
 
@@ -105,6 +106,10 @@ class DuplicateKeys(ConnectomeError, ValueError, RuntimeError, AssertionError):
 class UnknownAlgorithm(ConnectomeError, ValueError, AttributeError):
     """``HashDigest(names, algorithm)`` with a name that ``hashlib`` does not provide. A
     ``ValueError``, and an ``AttributeError`` as connectome raises (it looks the name up in ``hashlib``)."""
+
+
+class MissingFile(ConnectomeError, FileNotFoundError):
+    """A raw file that a ``@files`` function names does not exist (names the layer, the entry and the path)."""
 
 
 class CacheWarning(UserWarning):

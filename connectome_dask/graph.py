@@ -23,38 +23,46 @@ task for every entry of the graph). In bulk graphs (``to_dask``) the fields of o
 packed into one task (:class:`Pack`), so an entry costs one task. Everything between boundaries is
 fused into one task that evaluates its region with :class:`~connectome_dask.evaluate.Evaluation`.
 Nothing below a ``Cached`` node is cut: a cache hit must not wait for upstream tasks.
+The stamps of ``@files`` nodes (``stamps``) are computed here, once per entry, while the keys are
+made; tasks that need them to make a token get the entry's table as their last argument.
 The boundary analysis depends only on the plan, so it is done once per set of fields
 (:class:`Structure`) and the per-entry cost is one token and one ``Task`` per boundary.
 """
 
 import uuid
+from contextlib import nullcontext
 
 from dask.task_spec import Task, TaskRef
 
 from .evaluate import Evaluation
 from .hashing import combine
-from .nodes import Cached, Const, Input, Node, static_token
+from .nodes import Cached, Const, Input, Node, static_token, walk
+from .stamps import recording, shipped
 
 __all__ = ["Structure", "Runner", "build"]
 
 
 class Runner:
-    """Task function: evaluate ``node`` from raw input values and the values of boundary ``deps``."""
+    """Task function: evaluate ``node`` from raw input values and the values of boundary ``deps``;
+    ``stamped``: the last argument is the entry's :class:`~connectome_dask.stamps.Stamps`."""
 
-    __slots__ = ("node", "inputs", "deps")
+    __slots__ = ("node", "inputs", "deps", "stamped")
 
-    def __init__(self, node, inputs, deps):
-        self.node, self.inputs, self.deps = node, tuple(inputs), tuple(deps)
+    def __init__(self, node, inputs, deps, stamped=False):
+        self.node, self.inputs, self.deps, self.stamped = node, tuple(inputs), tuple(deps), stamped
 
     def __call__(self, *args):
         n = len(self.inputs)
         ev = Evaluation(dict(zip(self.inputs, args[:n])))
         if self.deps:
-            ev.values.update(zip(self.deps, args[n:]))
+            ev.values.update(zip(self.deps, args[n:n + len(self.deps)]))
+        if self.stamped:
+            with shipped(args[-1]):
+                return ev.value(self.node)
         return ev.value(self.node)
 
     def __reduce__(self):
-        return Runner, (self.node, self.inputs, self.deps)
+        return Runner, (self.node, self.inputs, self.deps, self.stamped)
 
     def __repr__(self):
         return f"run({self.node.name})"
@@ -108,7 +116,9 @@ class Structure:
         self.runners = {}
         for node in self.boundaries:
             inputs, deps = self._region(node)
-            self.runners[node] = Runner(node, sorted(inputs), deps)
+            stamped = any(n.stamped for n in walk([node], inner=True))
+            self.runners[node] = Runner(node, sorted(inputs), deps, stamped)
+        self.stamped = any(r.stamped for r in self.runners.values())
         self.order = _topological([n for n in order if n in self.boundaries], self.runners)
 
     def _region(self, node):
@@ -179,13 +189,16 @@ def build(structure, entries, graph=None):
     for inputs in entries:
         ev = _KeyTokens(inputs, nonce)
         keys = {}
+        with recording() if structure.stamped else nullcontext() as stamps:  # stamped once, here
+            for node in structure.order:
+                keys[node] = task_key(node, ev.token(node))
         for node in structure.order:
-            key = keys[node] = task_key(node, ev.token(node))
+            key = keys[node]
             if key not in graph:
                 runner = structure.runners[node]
                 args = [_input_arg(inputs[name], graph) for name in runner.inputs]
                 args += [TaskRef(keys[d]) for d in runner.deps]
-                graph[key] = Task(key, runner, *args)
+                graph[key] = Task(key, runner, *args, *[stamps] * runner.stamped)
         all_keys.append([keys[r] for r in structure.roots])
     return graph, all_keys
 

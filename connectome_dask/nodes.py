@@ -36,6 +36,7 @@ _NONE = object()
 class Node:
     __slots__ = ("name", "missing", "_shape", "__weakref__")
     leaf = False
+    stamped = False  # a leaf whose token is its inputs' and its raw files' (``stamps.Files``)
     transparent = False  # the token is the ``inner`` node's (caches)
     salt = None  # mixed into the task key of a node that shares its token with another task
 
@@ -169,17 +170,19 @@ class Cached(Node):
 
     A cache hit must cost little more than the store lookup, and the Merkle token of a chain takes
     one hash per node. When the token depends on the entry key alone (every leaf upstream is an
-    ``Input``; no impure or routing node) it is memoized per key, for ``str`` and ``int`` keys.
+    ``Input``; no impure or routing node) it is memoized per key, for ``str`` and ``int`` keys; with
+    ``@files`` leaves too, per key and their tokens (their files are stamped on every call).
     """
 
-    __slots__ = ("inner", "binding", "_tokens")
+    __slots__ = ("inner", "binding", "_tokens", "_stamped")
     transparent = True
     MEMO = 1 << 16  # tokens remembered per node (cleared when full)
 
     def __init__(self, name, inner, binding):
         super().__init__(name, (inner,))
         self.inner, self.binding = inner, binding
-        self._tokens = None  # unknown yet; False: not memoizable; else {entry: token}
+        self._tokens = None  # unknown yet; False: not memoizable; else {entry: (stamp tokens, token)}
+        self._stamped = ()
 
     def deps(self):
         return (self.inner,)
@@ -190,7 +193,10 @@ class Cached(Node):
     def _token(self, ev):
         tokens = self._tokens
         if tokens is None:
-            keyed = all(isinstance(n, Input) for n in walk([self.inner], inner=True) if n.leaf)
+            leaves = [n for n in walk([self.inner], inner=True) if n.leaf]
+            same_scope = set(walk([self.inner]))  # not a @files leaf evaluated for other entries
+            keyed = all(isinstance(n, Input) or (n.stamped and n in same_scope) for n in leaves)
+            self._stamped = tuple(n for n in leaves if n.stamped)
             tokens = self._tokens = {} if keyed else False
         inputs = ev.inputs
         if tokens is False or len(inputs) != 1:
@@ -200,13 +206,14 @@ class Cached(Node):
         if kind is not str and kind is not int:
             return ev.token(self)
         entry = (name, kind, value)
-        token = tokens.get(entry)
-        if token is None:
-            token = ev.token(self)
+        stamps = tuple([ev.token(n) for n in self._stamped]) if self._stamped else None
+        found = tokens.get(entry)
+        if found is None or found[0] != stamps:
+            found = (stamps, ev.token(self))
             if len(tokens) >= self.MEMO:
                 tokens.clear()
-            tokens[entry] = token
-        return token
+            tokens[entry] = found
+        return found[1]
 
     def is_stored(self, ev):
         """Whether the store already holds this node's value for the entry of ``ev``."""

@@ -9,7 +9,8 @@ runs. A task on a worker reports, at most every half second, how many of its ent
 write HDF5 entries straight into the shared root (atomic publish), and a task returns only a short
 status per entry, so the client holds no arrays. Tasks are keyed
 ``f"{fields}-{token}"`` (the fields' names, then a token of the batch's entries), so the
-dashboard groups them by field.
+dashboard groups them by field. The stamps of ``@files`` functions are computed here, once per
+call, and shipped with each batch (:mod:`connectome_dask.stamps`): workers do not hash raw files.
 
 The task catches the user's exception and returns it; a task lost with its worker is retried by
 dask, and if it still fails its id is reported as failed with that error. After the call
@@ -25,6 +26,7 @@ from .exceptions import PersistError
 from .hashing import combine, tokenize
 from .nodes import Cached, Call, Input, static_token, walk
 from .progress import PROGRESS_TOPIC, REPORT_EVERY, Tally, reporter
+from .stamps import recording, shipped
 
 __all__ = ["persist", "PersistReport", "PersistJob", "PersistBatch", "cached_nodes", "batches_of", "PROGRESS_TOPIC"]
 
@@ -76,15 +78,16 @@ class PersistBatch:
     def __init__(self, targets):
         self.targets = targets
 
-    def __call__(self, keys):
+    def __call__(self, keys, stamps=None):
         reuse_freed_memory()  # see connectome_dask.allocator
         report, statuses = reporter(), []
         last = time.monotonic()
-        for key in keys:
-            statuses.append(self.entry(key))
-            if report is not None and len(statuses) < len(keys) and time.monotonic() - last >= REPORT_EVERY:
-                report(len(statuses))
-                last = time.monotonic()
+        with shipped(stamps):  # the client's stamps of the raw files (connectome_dask.stamps)
+            for key in keys:
+                statuses.append(self.entry(key))
+                if report is not None and len(statuses) < len(keys) and time.monotonic() - last >= REPORT_EVERY:
+                    report(len(statuses))
+                    last = time.monotonic()
         return statuses
 
     def entry(self, key):
@@ -315,7 +318,9 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
     prefix = "-".join(names) or "persist"
     structure = combine(*(combine(n.name, _store_token(n)) for n in targets))
     keys = [f"{prefix}-{combine(structure, *(tokenize(i, what='an entry key') for i in b))}" for b in batches]
-    futures = client.map(PersistBatch(tuple(targets)), batches, key=keys, pure=False) if batches else []
+    stamped = any(n.stamped for n in walk(targets, inner=True))
+    stamps = [[_stamps(targets, b) for b in batches]] if stamped else []
+    futures = client.map(PersistBatch(tuple(targets)), batches, *stamps, key=keys, pure=False) if batches else []
     job = PersistJob(client, futures, batches, errors)
     if not wait:
         return job
@@ -324,6 +329,20 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
     except KeyboardInterrupt:
         client.cancel(futures)
         raise
+
+
+def _stamps(targets, keys):
+    """The stamps of the raw files of ``keys``, computed here once and shipped with their task (a
+    missing file travels as its error). Any other error is left to the task, which reports it per id."""
+    with recording() as table:
+        for key in keys:
+            ev = Evaluation({"id": key})
+            try:
+                for node in targets:
+                    ev.token(node)
+            except Exception:  # noqa: BLE001 - reported by the task, per id
+                pass
+    return table
 
 
 def _slots(client):

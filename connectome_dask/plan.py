@@ -21,6 +21,7 @@ Each layer also appends its *backward* step (``dict name -> node`` in, same out)
 
 from .exceptions import DependencyError, FieldError, GraphError
 from .nodes import Call, Const, Input, Missing
+from .stamps import Files
 
 __all__ = ["Plan", "OPEN", "connect_source", "connect_transform", "check_cycles"]
 
@@ -123,6 +124,8 @@ class _Builder:
     def call(self, spec, back=None):
         args = [self.arg(a, back) for a in spec.args]
         kwnames = tuple(a.keyword for a in spec.args if a.keyword)
+        if spec.stamp in ("content", "stat"):
+            return Files(spec.name, spec.func, args, kwnames, layer=self.label, stamp=spec.stamp)
         return Call(spec.name, spec.func, args, kwnames, impure=spec.impure, layer=self.label)
 
     def outputs(self):

@@ -48,9 +48,11 @@ class FieldSpec:
     optional: bool = False
     impure: bool = False
     inverse: bool = False
+    stamp: str | None = None  # ``@files``: how the returned files are stamped (``stamps.MODES``)
 
     def __repr__(self):
         flags = [f for f in ("meta", "optional", "impure", "inverse") if getattr(self, f)]
+        flags += [f"files({self.stamp})"] if self.stamp else []
         args = ", ".join(f"{a.kind}:{a.target}" for a in self.args)
         return f"{' '.join('@' + f for f in flags)}{' ' if flags else ''}{self.name}({args})"
 

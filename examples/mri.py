@@ -3,7 +3,9 @@
 ``MRI`` is a ``Source`` over real MRI files that ship inside nibabel's wheel (``nibabel/tests/data``:
 NIfTI-1, AFNI and Philips PAR/REC files of brains and a phantom), so nothing is downloaded. Each 3D
 volume is an entry; 4D files (fMRI, dynamic scans) give one entry per time point. Without nibabel,
-``MRI()`` falls back to generated 3D head phantoms, so the examples still run.
+``MRI()`` falls back to generated 3D head phantoms, so the examples still run. Its ``@files``
+function names the raw files of each entry, so the caches follow the data as well as the code: a
+scan that is replaced or fixed on disk is recomputed, and only its entries.
 
 The preprocessing is what a segmentation model usually gets:
 
@@ -22,7 +24,7 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
-from connectome_dask import Source, Transform, inverse, meta
+from connectome_dask import Source, Transform, files, inverse, meta
 
 # nibabel's sample files that hold 3D or 4D brain or phantom volumes: {entry prefix: file name}
 FILES = {
@@ -99,19 +101,28 @@ class MRI(Source):
                 ids.extend([f"{prefix}-t{t:02d}" for t in range(shape[3])] if len(shape) == 4 else [prefix])
         return sorted(ids)
 
-    def image(key, _folder):
+    @files
+    def _files(key, _folder):
+        """The raw files of an entry (the header first): replacing or editing one invalidates the
+        cached fields of exactly the entries read from it."""
         if _folder is None:
+            return []
+        path = os.path.join(_folder, FILES[_split(key)[0]])
+        stem, ext = os.path.splitext(path)
+        data = {".HEAD": [stem + ".BRIK", stem + ".BRIK.gz"], ".PAR": [stem + ".REC"]}.get(ext, [])
+        return [path] + [p for p in data if os.path.exists(p)]
+
+    def image(key, _files):
+        if not _files:
             return phantom(int(key[len("phantom"):]))
-        prefix, time = _split(key)
-        data = np.asarray(_load(os.path.join(_folder, FILES[prefix])).dataobj, dtype=np.float32)
+        data = np.asarray(_load(_files[0]).dataobj, dtype=np.float32)
+        time = _split(key)[1]
         return data if time is None else data[..., time]
 
-    def spacing(key, _folder):
-        if _folder is None:
+    def spacing(_files):
+        if not _files:
             return (3.0, 3.0, 3.0)
-        prefix, _ = _split(key)
-        zooms = _load(os.path.join(_folder, FILES[prefix])).header.get_zooms()[:3]
-        return tuple(float(z) for z in zooms)
+        return tuple(float(z) for z in _load(_files[0]).header.get_zooms()[:3])
 
 
 def _resize(array, shape, order):

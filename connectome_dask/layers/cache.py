@@ -25,6 +25,7 @@ from ..cache.store import MISSING
 from ..hashing import combine
 from ..nodes import Cached, walk
 from ..plan import Plan
+from ..stamps import attach
 from .base import Layer, as_names
 
 __all__ = ["CacheLayer", "CacheToRam", "CacheToDisk", "RamBinding", "DiskBinding"]
@@ -127,6 +128,8 @@ class CacheLayer(Layer):
         fields = dict(prev.fields)
         for name in self._cached_names(prev):
             fields[name] = Cached(name, prev.fields[name], binding)
+            if isinstance(binding, DiskBinding):
+                attach(prev.fields[name], binding.store().root)  # the stamp index lives in this root
         return Plan(fields, prev.metas, prev.persistent, prev.virtual, prev.dropped,
                     prev.backward + (dict,), prev.broken)
 

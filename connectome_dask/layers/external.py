@@ -32,7 +32,9 @@ import weakref
 
 from ..exceptions import FieldError, GraphError, HashingError, InvalidArgument
 from ..hashing import combine, fingerprint, reference, tokenize
+from ..decorators import Files as FilesMarker
 from ..nodes import Call
+from ..stamps import Files, Reads
 from ..plan import Plan, _broken
 from .base import CallableLayer, _compile, as_names
 
@@ -87,6 +89,13 @@ class _Member:
     @property
     def __name__(self):
         return self.name
+
+
+def _stamped(cls):
+    """``(name, Files decorator)`` of the ``@files`` methods of ``cls``: the raw files of an entry,
+    whose stamps enter the token of every field of the object."""
+    found = ((name, inspect.getattr_static(cls, name)) for name in dir(cls) if not _machinery(cls, name))
+    return [(name, raw) for name, raw in found if isinstance(raw, FilesMarker)]
 
 
 def _machinery(cls, name):
@@ -306,7 +315,10 @@ class External(CallableLayer):
             if node is not None:
                 fields[name] = node
         args = [prev.request(name, label) for name in config.inputs]
-        own = {name: Call(name, _Member(obj, name, identity(name), False), args, layer=label) for name in methods}
+        reads = [Files(name, _Member(obj, name, identity(name), False), args, layer=label, stamp=raw.stamp)
+                 for name, raw in _stamped(type(obj)) if raw.stamp != "none"]  # @files methods (stamps)
+        own = {name: Call(name, Reads(_Member(obj, name, identity(name), False), len(args)), args + reads,
+                          layer=label) for name in methods}
         own.update({name: Call(name, _Member(obj, name, identity(name), True), [], layer=label) for name in props})
         fields.update(own)
         passed = fields.keys() - own.keys()
