@@ -34,27 +34,35 @@ from dask.task_spec import Task, TaskRef
 from .evaluate import Evaluation
 from .hashing import combine
 from .nodes import Cached, Const, Input, Node, static_token
+from .shipping import Shipped
 
 __all__ = ["Structure", "Runner", "build"]
 
 
-class Runner:
-    """Task function: evaluate ``node`` from raw input values and the values of boundary ``deps``."""
+class Runner(Shipped):
+    """Task function: evaluate ``node`` from raw input values and the values of boundary ``deps``.
+
+    It pickles with the user's code by value and checks it before its first run in a process
+    (:mod:`connectome_dask.shipping`)."""
 
     __slots__ = ("node", "inputs", "deps")
 
     def __init__(self, node, inputs, deps):
         self.node, self.inputs, self.deps = node, tuple(inputs), tuple(deps)
 
+    def _args(self):
+        return self.node, self.inputs, self.deps
+
+    def _roots(self):
+        return (self.node,)
+
     def __call__(self, *args):
+        self._check()
         n = len(self.inputs)
         ev = Evaluation(dict(zip(self.inputs, args[:n])))
         if self.deps:
             ev.values.update(zip(self.deps, args[n:]))
         return ev.value(self.node)
-
-    def __reduce__(self):
-        return Runner, (self.node, self.inputs, self.deps)
 
     def __repr__(self):
         return f"run({self.node.name})"

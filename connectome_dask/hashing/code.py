@@ -90,7 +90,7 @@ def fingerprint(obj):
 
 
 def identify(obj):
-    """``(fingerprint, by-reference tags reached, whether an override decided)`` of ``obj``: what
+    """``(fingerprint, {(module, by-reference tag)} reached, whether an override decided)``: what
     a worker compares with the client's to detect code that is not the code the client hashed."""
     _LOCAL.current = current = _Fingerprinter()
     try:
@@ -267,7 +267,7 @@ class _Fingerprinter:
         self.overridden |= overridden
         if by_reference:
             tag = reference(obj)
-            self.refs.add(tag)
+            self.refs.add((getattr(obj, "__module__", None) or "builtins", tag))
             return digest(f"{_PREFIX}/ref/{tag}".encode())
         cycle = self.enter(obj)
         if cycle is not None:
@@ -286,7 +286,7 @@ class _Fingerprinter:
             self.overridden = True
         elif _is_installed(name) or name.partition(".")[0] in sys.stdlib_module_names:
             tag = reference(module)
-            self.refs.add(tag)
+            self.refs.add((name, tag))
             return digest(f"{_PREFIX}/module/{tag}".encode())
         cycle = self.enter(module)
         if cycle is not None:

@@ -1,0 +1,147 @@
+"""Shipping code to workers: what is hashed by value travels by value, and is checked on arrival.
+
+A task function that runs user code (``graph.Runner``, ``persist.PersistBatch``) pickles as one
+*payload*: cloudpickle bytes of its arguments in which
+
+* the user's own modules (not installed, not the standard library: the rule of
+  :mod:`connectome_dask.hashing.code`) are registered with ``cloudpickle.register_pickle_by_value``
+  for the dump, so their functions and classes travel by value, and
+* a module object reached as a global (``import helpers; helpers.clip(x)``) travels as a stand-in
+  module holding only the attributes the fingerprints hashed (``code.reached_names``).
+
+So neither the scheduler nor the workers import the user's modules, and a worker that imported a
+module before the user edited it cannot run its stale copy. The payload is built once per task
+function object (a graph's tasks share their functions) and each process thaws a payload once
+(memo by digest).
+
+Second line: the payload carries the client's identity of every ``Call`` node's code (fingerprint
+and the by-reference tags it reached, e.g. ``numpy.mean@2.1``). Before a thawed task function first
+runs in a process it recomputes them; on a mismatch — code that travels by reference, such as an
+installed package upgraded while a worker kept the old version imported — it raises
+:class:`~connectome_dask.exceptions.StaleCodeError` naming the module, before anything is computed
+or stored. Code hashed under an override (``is_stable``, ``is_unstable``, ``unstable_module``) is
+not checked: overrides are the client's settings only.
+"""
+
+import hashlib
+import io
+import pickle
+import sys
+import threading
+import types
+
+import cloudpickle
+
+from .exceptions import StaleCodeError
+from .hashing.code import identify, reached_names, user_module
+from .nodes import Call, walk
+
+__all__ = ["Shipped", "freeze", "thaw"]
+
+_LOCK = threading.Lock()
+_THAWED = {}
+_MEMO = 256
+
+
+class Shipped:
+    """Mixin of task functions: pickle as a payload; check the code before the first run."""
+
+    __slots__ = ("_payload", "_expected")
+
+    def _args(self):
+        """The constructor arguments."""
+        raise NotImplementedError
+
+    def _roots(self):
+        """The nodes whose code the task runs."""
+        raise NotImplementedError
+
+    def __reduce__(self):
+        payload = getattr(self, "_payload", None)
+        if payload is None:
+            payload = self._payload = freeze(type(self), self._args(), [_identity(n) for n in _calls(self._roots())])
+        return thaw, (payload,)
+
+    def _check(self):
+        """Raise :class:`StaleCodeError` if this process would run other code than the client hashed."""
+        expected = getattr(self, "_expected", None)
+        if expected:
+            _compare(_calls(self._roots()), expected)
+            self._expected = ()
+
+
+def _calls(roots):
+    return [n for n in walk(roots, inner=True) if isinstance(n, Call)]
+
+
+def _identity(node):
+    """``(token or None if not checkable, by-reference tags)`` of a call's code."""
+    if getattr(node.func, "__connectome_token__", None) is not None:
+        return node.kind_token(), frozenset()
+    token, refs, overridden = identify(node.func)
+    return (None if overridden else token), refs
+
+
+def _compare(calls, expected):
+    if len(calls) != len(expected):
+        raise StaleCodeError(f"the task's code differs from the code the client hashed ({len(calls)} functions "
+                             f"here, {len(expected)} on the client): restart the workers (`client.restart()`)")
+    for node, (token, refs) in zip(calls, expected):
+        if token is None:
+            continue
+        here, here_refs = _identity(node)
+        if here != token:
+            theirs, ours = sorted(t for _, t in refs - here_refs), sorted(t for _, t in here_refs - refs)
+            modules = sorted({m for m, _ in refs ^ here_refs}) or [getattr(node.func, "__module__", "?")]
+            detail = f": the client hashed {', '.join(theirs)}, this process has {', '.join(ours)}" if theirs else ""
+            raise StaleCodeError(
+                f"field {node.name!r}: this process runs code of module {', '.join(map(repr, modules))} that "
+                f"differs from the code the client hashed{detail}. The workers imported it before it changed: "
+                "restart them (`client.restart()`, or restart the `dask worker` processes) and run again. "
+                "Nothing was computed or stored")
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, with user modules reached as globals shipped as stand-ins (hashed attributes only)."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, types.ModuleType) and user_module(obj.__name__):
+            attrs = vars(obj)
+            state = {n: attrs[n] for n in reached_names(obj.__name__) if n in attrs}
+            return _module, (obj.__name__,), state
+        return super().reducer_override(obj)
+
+
+def _module(name):
+    return types.ModuleType(name)
+
+
+def freeze(cls, args, expected):
+    """The payload of ``cls(*args)``: user code by value, plus the client's code identities."""
+    registered = cloudpickle.list_registry_pickle_by_value()
+    with _LOCK:
+        added = [m for name, m in list(sys.modules.items())
+                 if name not in registered and isinstance(m, types.ModuleType) and user_module(name)]
+        for module in added:
+            cloudpickle.register_pickle_by_value(module)
+        try:
+            out = io.BytesIO()
+            _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump((cls, tuple(args), expected))
+        finally:
+            for module in added:
+                cloudpickle.unregister_pickle_by_value(module)
+    return out.getvalue()
+
+
+def thaw(payload):
+    """The task function of a payload (built once per process)."""
+    key = hashlib.blake2b(payload, digest_size=16).digest()
+    obj = _THAWED.get(key)
+    if obj is None:
+        cls, args, expected = pickle.loads(payload)
+        obj = cls(*args)
+        obj._payload, obj._expected = payload, expected
+        if len(_THAWED) >= _MEMO:
+            _THAWED.clear()
+        _THAWED[key] = obj
+    return obj
