@@ -143,3 +143,71 @@ def test_mutation_corpus(tmp_path):
             assert r["value_changed"], f"corpus error: {r['name']!r} does not change the value"
     wrong = {r["name"]: r["wrong"] for r in results if r["wrong"]}
     assert not wrong, json.dumps(wrong, indent=1)
+
+
+UPGRADE = '''
+import os, sys
+from distributed import Client, LocalCluster
+from connectome_dask import CacheToDisk, Source, meta
+from connectome_dask.exceptions import PersistError, StaleCodeError
+
+def write(site, version, factor):
+    with open(os.path.join(site, "fakepkg", "__init__.py"), "w") as f:
+        f.write(f"__version__ = {version!r}\\ndef f(x):\\n    return x * {factor}\\n")
+
+if __name__ == "__main__":
+    site, root = sys.argv[1], sys.argv[2]
+    sys.path.insert(0, site)
+    write(site, "1.0", 2)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40,
+                      env={"PYTHONPATH": os.pathsep.join([site, os.environ.get("PYTHONPATH", "")])}) as cluster, \\
+            Client(cluster) as client:
+        client.run(lambda: __import__("fakepkg").__version__)  # the workers import version 1.0
+        write(site, "2.0", 3)  # upgraded while they run
+        import fakepkg
+
+        class Data(Source):
+            @meta
+            def ids():
+                return [1, 2]
+
+            def value(id):
+                return fakepkg.f(id)
+
+        ds = Data() >> CacheToDisk(root, "value")
+        try:
+            ds.persist(client, progress=False)
+        except PersistError as e:
+            errors = set(map(type, e.report.failed.values()))
+            print("persist", sorted(t.__name__ for t in errors), str(next(iter(e.report.failed.values()))))
+        try:
+            client.compute(ds.value.delayed(1)).result()
+        except StaleCodeError as e:
+            print("delayed StaleCodeError")
+        print("stored", sorted(f for _, _, fs in os.walk(root) for f in fs))
+        print("eager", ds.value(1))
+'''
+
+
+@pytest.mark.cluster
+def test_a_worker_that_kept_an_old_package_version_refuses_to_store(tmp_path):
+    """The second line: code that travels by reference (an installed package) and was upgraded
+    while the workers kept the old version imported: the task raises StaleCodeError and stores
+    nothing; the client's own (eager) computation is right."""
+    site = tmp_path / "site-packages"
+    (site / "fakepkg").mkdir(parents=True)
+    root = tmp_path / "cache"
+    script = tmp_path / "upgrade.py"
+    script.write_text(UPGRADE)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    out = subprocess.run([sys.executable, str(script), str(site), str(root)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    persist = next(line for line in lines if line.startswith("persist"))
+    assert "['StaleCodeError']" in persist
+    assert "'fakepkg'" in persist and "fakepkg@2.0" in persist and "fakepkg@1.0" in persist
+    assert "restart" in persist
+    assert "delayed StaleCodeError" in lines
+    assert "stored ['connectome_dask.json']" in lines, lines  # the root's metadata file, no entry
+    assert "eager 3" in lines
