@@ -23,16 +23,18 @@ or stored. Code hashed under an override (``is_stable``, ``is_unstable``, ``unst
 not checked: overrides are the client's settings only.
 """
 
+import functools
 import hashlib
 import io
 import pickle
 import sys
 import threading
 import types
+import warnings
 
 import cloudpickle
 
-from .exceptions import StaleCodeError
+from .exceptions import CacheWarning, StaleCodeError
 from .hashing.code import identify, reached_names, user_module
 from .nodes import Call, walk
 
@@ -102,13 +104,16 @@ def _compare(calls, expected):
 
 
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, with user modules reached as globals shipped as stand-ins (hashed attributes only)."""
+    """cloudpickle, with user modules reached as globals shipped as stand-ins (hashed attributes only)
+    and ``functools.cached_property`` without its lock (Python 3.11 gives it an unpicklable ``RLock``)."""
 
     def reducer_override(self, obj):
         if isinstance(obj, types.ModuleType) and user_module(obj.__name__):
             attrs = vars(obj)
             state = {n: attrs[n] for n in reached_names(obj.__name__) if n in attrs}
             return _module, (obj.__name__,), state
+        if type(obj) is functools.cached_property:
+            return _cached_property, (obj.func, obj.attrname)
         return super().reducer_override(obj)
 
 
@@ -116,8 +121,19 @@ def _module(name):
     return types.ModuleType(name)
 
 
+def _cached_property(func, name):
+    prop = functools.cached_property(func)
+    prop.attrname = name
+    return prop
+
+
 def freeze(cls, args, expected):
-    """The payload of ``cls(*args)``: user code by value, plus the client's code identities."""
+    """The payload of ``cls(*args)``: user code by value, plus the client's code identities.
+
+    If something in the user's modules cannot be pickled by value, the payload refers to those
+    modules by name instead (one :class:`~connectome_dask.exceptions.CacheWarning`): the workers then
+    import them, and the check on arrival refuses a stale copy."""
+    state = (cls, tuple(args), expected)
     registered = cloudpickle.list_registry_pickle_by_value()
     with _LOCK:
         added = [m for name, m in list(sys.modules.items())
@@ -126,11 +142,18 @@ def freeze(cls, args, expected):
             cloudpickle.register_pickle_by_value(module)
         try:
             out = io.BytesIO()
-            _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump((cls, tuple(args), expected))
+            _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(state)
+            return out.getvalue()
+        except Exception as e:  # noqa: BLE001 - fall back to by-reference, still checked on arrival
+            error = e
         finally:
             for module in added:
                 cloudpickle.unregister_pickle_by_value(module)
-    return out.getvalue()
+    warnings.warn(f"cannot send the code of your modules {sorted(m.__name__ for m in added)} to the workers by "
+                  f"value ({type(error).__name__}: {error}); the workers import them instead, so they must be "
+                  "importable there, and a worker holding an older copy refuses to run (restart the workers "
+                  "after an edit)", CacheWarning, stacklevel=2)
+    return cloudpickle.dumps(state)
 
 
 def thaw(payload):
