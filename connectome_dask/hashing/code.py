@@ -14,7 +14,8 @@ Two ways to identify code:
 A by-value fingerprint covers the bytecode and constants (recursively through nested code, the
 docstring dropped), argument and variable names, the function's ``__name__``, defaults, keyword
 defaults, a non-empty ``__dict__``, closure cell values, and the globals the code actually uses
-(names in ``co_names``, recursively through nested code), each by value or by reference by the
+(``LOAD_GLOBAL``-like instructions, recursively through nested code: the globals cloudpickle ships
+with a function), each by value or by reference by the
 same rules; recursion between functions and classes is handled with back-references. It never
 includes the file name, line numbers, the line table, the qualname or the class a function is
 defined in, annotations, memory addresses, or anything hash-seed dependent (frozenset constants
@@ -40,6 +41,7 @@ Overrides: ``is_stable(obj)`` forces by-reference, ``is_unstable(obj)`` by-value
 ``__getversion__()`` to add a version tag.
 """
 
+import dis
 import importlib.metadata
 import os
 import sys
@@ -59,6 +61,7 @@ _PREFIX = f"py{sys.version_info[0]}.{sys.version_info[1]}/scheme{HASH_SCHEME}"
 _UNSTABLE_MODULES = set()
 _FORCED = weakref.WeakKeyDictionary()
 _CODE_MEMO = {}
+_NAMES_MEMO = {}
 _INSTALLED_MEMO = {}
 _LOCAL = threading.local()
 _REACHED = {}  # module name -> names of its attributes hashed by value
@@ -344,10 +347,10 @@ class _Fingerprinter:
     def function(self, func):
         code = func.__code__
         parts = ["function", func.__name__, _code_digest(code, func.__doc__)]
-        outer, self.names = self.names, _global_names(code)
+        outer, self.names = self.names, _all_names(code)
         try:
             g = func.__globals__
-            for name in sorted(self.names):
+            for name in sorted(_global_names(code)):
                 if name in g:
                     parts += [name, self.value(g[name], f"the global {name!r} used by {func.__qualname__}")]
             for name, cell in zip(code.co_freevars, func.__closure__ or ()):
@@ -402,11 +405,28 @@ class _Empty:
 _EMPTY = _Empty()
 
 
+_GLOBAL_OPS = frozenset(("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME"))
+
+
 def _global_names(code):
+    """The globals ``code`` reads or writes (recursively through nested code): the names cloudpickle
+    ships with a function, not attribute names (``image.shape`` does not use a global ``shape``)."""
+    names = _NAMES_MEMO.get(code)
+    if names is None:
+        names = {i.argval for i in dis.get_instructions(code) if i.opname in _GLOBAL_OPS}
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                names |= _global_names(const)
+        names = _NAMES_MEMO[code] = frozenset(names)
+    return names
+
+
+def _all_names(code):
+    """Every name ``code`` mentions, attributes included (recursively): what it may reach in a module."""
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _global_names(const)
+            names |= _all_names(const)
     return names
 
 
@@ -418,7 +438,7 @@ def _class_names(cls):
             f = getattr(f, "__func__", f)
             code = getattr(f, "__code__", None)
             if isinstance(code, types.CodeType):
-                names |= _global_names(code)
+                names |= _all_names(code)
     return names
 
 
