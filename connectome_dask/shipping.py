@@ -14,8 +14,8 @@ module before the user edited it cannot run its stale copy. The payload is built
 function object (a graph's tasks share their functions) and each process thaws a payload once
 (memo by digest).
 
-Second line: the payload carries the client's identity of every ``Call`` node's code (fingerprint
-and the by-reference tags it reached, e.g. ``numpy.mean@2.1``). Before a thawed task function first
+Second line: the payload carries the client's identity of every ``Call`` node's code (the token
+its keys were computed from, and the by-reference tags it reached, e.g. ``numpy@2.1``). Before a thawed task function first
 runs in a process it recomputes them; on a mismatch — code that travels by reference, such as an
 installed package upgraded while a worker kept the old version imported — it raises
 :class:`~connectome_dask.exceptions.StaleCodeError` naming the module, before anything is computed
@@ -36,7 +36,7 @@ import cloudpickle
 
 from .exceptions import CacheWarning, StaleCodeError
 from .hashing.code import identify, reached_names, user_module
-from .nodes import Call, walk
+from .nodes import Call, kind_token, walk
 
 __all__ = ["Shipped", "freeze", "thaw"]
 
@@ -76,11 +76,14 @@ def _calls(roots):
     return [n for n in walk(roots, inner=True) if isinstance(n, Call)]
 
 
-def _identity(node):
-    """``(token or None if not checkable, by-reference tags)`` of a call's code."""
+def _identity(node, here=False):
+    """``(token or None if not checkable, by-reference tags)`` of a call's code: on the client the
+    token its keys were computed from (memoized on the node, and pickled with it), ``here`` the
+    token of the code this process runs."""
+    token = node.kind_token() if here or node.leaf else kind_token(node)
     if getattr(node.func, "__connectome_token__", None) is not None:
-        return node.kind_token(), frozenset()
-    token, refs, overridden = identify(node.func)
+        return token, frozenset()
+    _, refs, overridden = identify(node.func)
     return (None if overridden else token), refs
 
 
@@ -91,7 +94,7 @@ def _compare(calls, expected):
     for node, (token, refs) in zip(calls, expected):
         if token is None:
             continue
-        here, here_refs = _identity(node)
+        here, here_refs = _identity(node, here=True)
         if here != token:
             theirs, ours = sorted(t for _, t in refs - here_refs), sorted(t for _, t in here_refs - refs)
             modules = sorted({m for m, _ in refs ^ here_refs}) or [getattr(node.func, "__module__", "?")]

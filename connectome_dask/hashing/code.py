@@ -53,8 +53,8 @@ import weakref
 from .tokenize import _encode, combine, digest
 from ..exceptions import HashingError
 
-__all__ = ["fingerprint", "identify", "content", "reference", "reached_names", "user_module", "unstable_module", "is_stable",
-           "is_unstable", "HASH_SCHEME"]
+__all__ = ["fingerprint", "identify", "content", "reference", "reached_names", "user_module", "unstable_module",
+           "is_stable", "is_unstable", "HASH_SCHEME"]
 
 HASH_SCHEME = 2
 _PREFIX = f"py{sys.version_info[0]}.{sys.version_info[1]}/scheme{HASH_SCHEME}"
@@ -86,9 +86,9 @@ def is_unstable(obj):
 
 def fingerprint(obj):
     """A deterministic hex token identifying the code of a callable, class or module."""
-    current = getattr(_LOCAL, "current", None)
-    if current is not None:  # nested, e.g. through a value that refers back to code being hashed
-        return current.token(obj)
+    running = current()
+    if running is not None:  # nested, e.g. through a value that refers back to code being hashed
+        return running.token(obj)
     return identify(obj)[0]
 
 
@@ -105,8 +105,9 @@ def identify(obj):
 def content(value, what=None):
     """The token of a value the way code reaches it: like :func:`~.tokenize.tokenize`, and an
     object without a token of its own is hashed the way pickle sees it."""
-    if current() is not None:
-        return current().value(value, what)
+    running = current()
+    if running is not None:
+        return running.value(value, what)
     _LOCAL.current = fingerprinter = _Fingerprinter()
     try:
         return fingerprinter.value(value, what)
