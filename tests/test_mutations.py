@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -211,3 +212,53 @@ def test_a_worker_that_kept_an_old_package_version_refuses_to_store(tmp_path):
     assert "delayed StaleCodeError" in lines
     assert "stored ['connectome_dask.json']" in lines, lines  # the root's metadata file, no entry
     assert "eager 3" in lines
+
+
+NOT_IMPORTABLE = '''
+import os, sys
+from distributed import Client, LocalCluster
+from connectome_dask import CacheToDisk
+
+if __name__ == "__main__":
+    project, root = sys.argv[1], sys.argv[2]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=40) as cluster, Client(cluster) as client:
+        sys.path.insert(0, project)  # the client only (worker processes copy the sys.path they start with)
+        import onlyhere
+
+        print("importable on workers", client.run(lambda: __import__("importlib.util").util.find_spec("onlyhere")
+                                                  is not None))
+        ds = onlyhere.Data() >> CacheToDisk(root, "value")
+        print("persist", ds.persist(client, progress=False))
+        print("delayed", client.compute(ds._drop_cache().value.delayed(2)).result())
+        print("eager", ds.value(2))
+'''
+
+
+@pytest.mark.cluster
+def test_workers_need_not_import_the_users_modules(tmp_path):
+    """What is hashed by value travels by value: a pipeline declared in a module only the client can
+    import runs on the cluster (persist and ``.delayed``)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "onlyhere.py").write_text(textwrap.dedent('''
+        import helpers_here
+        from connectome_dask import Source, meta
+
+        class Data(Source):
+            @meta
+            def ids():
+                return [1, 2, 3]
+
+            def value(id):
+                return helpers_here.scale(id) + helpers_here.OFFSET
+    '''))
+    (project / "helpers_here.py").write_text("OFFSET = 100\n\n\ndef scale(x):\n    return 3 * x\n")
+    script = tmp_path / "not_importable.py"
+    script.write_text(NOT_IMPORTABLE)
+    out = subprocess.run([sys.executable, str(script), str(project), str(tmp_path / "cache")], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("importable on workers") and "True" not in lines[0]
+    assert lines[1:] == ["persist persist: 3 computed, 0 already cached, 0 failed", "delayed 106", "eager 106"]
