@@ -15,11 +15,11 @@ function object (a graph's tasks share their functions) and each process thaws a
 (memo by digest).
 
 Second line: the payload carries the client's identity of every ``Call`` node's code (the token
-its keys were computed from, and the by-reference tags it reached, e.g. ``numpy@2.1``). Before a thawed task function first
-runs in a process it recomputes them; on a mismatch — code that travels by reference, such as an
-installed package upgraded while a worker kept the old version imported — it raises
-:class:`~connectome_dask.exceptions.StaleCodeError` naming the module, before anything is computed
-or stored. Code hashed under an override (``is_stable``, ``is_unstable``, ``unstable_module``) is
+its keys were computed from, and the by-reference tags it reached, e.g. ``numpy@2.1``). Before a
+thawed task function first runs in a process it recomputes them; on a mismatch — code that
+travels by reference, such as an installed package upgraded while a worker kept the old version
+imported — it raises :class:`~connectome_dask.exceptions.StaleCodeError` naming the module, before
+anything is computed or stored. Code hashed under an override (``is_stable``, ``is_unstable``, ``unstable_module``) is
 not checked: overrides are the client's settings only.
 """
 
@@ -35,7 +35,8 @@ import warnings
 import cloudpickle
 
 from .exceptions import CacheWarning, StaleCodeError
-from .hashing.code import identify, reached_names, user_module
+from .hashing.code import identify, reached_names
+from .hashing.installed import user_module
 from .nodes import Call, kind_token, walk
 
 __all__ = ["Shipped", "freeze", "thaw"]

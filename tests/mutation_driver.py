@@ -29,6 +29,10 @@ def observe(project, root, ids, fields):
     return raw, keys, values
 
 
+def distributed_values(client, pipeline, field, ids):
+    return list(client.gather(client.compute([getattr(pipeline, field).delayed(i) for i in ids])))
+
+
 def check(project, root, client, ids, field, base_keys, base_values, mutation):
     raw, keys, values = observe(project, root, ids, [field])
     fresh = values[field]
@@ -39,11 +43,12 @@ def check(project, root, client, ids, field, base_keys, base_values, mutation):
     result["persist_computed"] = report.computed
     result["eager_ok"] = [getattr(disk, field)(i) for i in ids] == fresh
     lazy = project.pipeline(os.path.join(root, "B"))  # not persisted: the workers load or compute
-    result["delayed_ok"] = list(client.gather(client.compute([getattr(lazy, field).delayed(i) for i in ids]))) == fresh
-    result["raw_delayed_ok"] = list(client.gather(client.compute([getattr(raw, field).delayed(i) for i in ids]))) == fresh
+    result["delayed_ok"] = distributed_values(client, lazy, field, ids) == fresh
+    result["raw_delayed_ok"] = distributed_values(client, raw, field, ids) == fresh
     expected_computed = len(ids) if mutation["invalidates"] else 0
     result["wrong"] = [what for what, bad in [
-        ("stale key" if mutation["invalidates"] else "needless new key", result["key_changed"] != mutation["invalidates"]),
+        ("stale key" if mutation["invalidates"] else "needless new key",
+         result["key_changed"] != mutation["invalidates"]),
         ("persist computed %d" % report.computed, report.computed != expected_computed),
         ("eager value", not result["eager_ok"]),
         ("delayed value", not result["delayed_ok"]),

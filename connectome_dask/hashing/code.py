@@ -6,7 +6,8 @@ Two ways to identify code:
   module (the Python version for the standard library and builtins). Used for code that cannot
   change without a reinstall: builtins, C functions, numpy ufuncs, and functions/classes whose
   module file lives in the standard library or in a ``site-packages``/``dist-packages`` folder,
-  and this library's own code (identified by its version, also in an editable install).
+  and this library's own code (identified by its version, also in an editable install): the
+  rules of :mod:`.installed`.
 * **by value** — everything else: ``__main__``, notebooks, closures, lambdas, and the user's
   own importable modules (a ``mymod.py`` next to a script, a project under development, an
   editable install). This fixes connectome's stale caches after editing an importable module.
@@ -42,34 +43,25 @@ Overrides: ``is_stable(obj)`` forces by-reference, ``is_unstable(obj)`` by-value
 """
 
 import dis
-import importlib.metadata
-import os
 import sys
-import sysconfig
 import threading
 import types
 import weakref
 
+from .installed import _UNSTABLE_MODULES, _is_installed, reference, unstable_module  # noqa: F401 - re-exported
 from .tokenize import _encode, combine, digest
 from ..exceptions import HashingError
 
-__all__ = ["fingerprint", "identify", "content", "reference", "reached_names", "user_module", "unstable_module",
-           "is_stable", "is_unstable", "HASH_SCHEME"]
+__all__ = ["fingerprint", "identify", "content", "reached_names", "is_stable", "is_unstable", "HASH_SCHEME",
+           "reference", "unstable_module"]
 
 HASH_SCHEME = 2
 _PREFIX = f"py{sys.version_info[0]}.{sys.version_info[1]}/scheme{HASH_SCHEME}"
-_UNSTABLE_MODULES = set()
 _FORCED = weakref.WeakKeyDictionary()
 _CODE_MEMO = {}
 _NAMES_MEMO = {}
-_INSTALLED_MEMO = {}
 _LOCAL = threading.local()
 _REACHED = {}  # module name -> names of its attributes hashed by value
-
-
-def unstable_module(module_name):
-    """Hash every function and class of module ``module_name`` by value."""
-    _UNSTABLE_MODULES.add(module_name)
 
 
 def is_stable(obj):
@@ -123,83 +115,6 @@ def current():
 def reached_names(module_name):
     """The attribute names of user module ``module_name`` that fingerprints hashed by value."""
     return _REACHED.get(module_name, ())
-
-
-def user_module(module_name):
-    """Whether ``module_name`` is the user's own importable module (hashed and shipped by value)."""
-    return module_name != "__main__" and sys.modules.get(module_name) is not None and not _is_installed(module_name)
-
-
-def _installed_path(path):
-    roots = _INSTALLED_MEMO.get("roots")
-    if roots is None:
-        paths = sysconfig.get_paths()
-        roots = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
-        roots |= {os.path.realpath(p) for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")}
-        _INSTALLED_MEMO["roots"] = roots = tuple(sorted(roots))
-    real = os.path.realpath(path)
-    return any(real.startswith(root + os.sep) for root in roots)
-
-
-def _is_installed(module_name):
-    if module_name in _UNSTABLE_MODULES or module_name in (None, "__main__"):
-        return False
-    if module_name.partition(".")[0] == "connectome_dask":
-        return True
-    known = _INSTALLED_MEMO.get(module_name)
-    if known is None:
-        module = sys.modules.get(module_name)
-        path = getattr(module, "__file__", None)
-        if path is None:  # a namespace package: where its folders are; else builtin
-            path = next(iter(getattr(module, "__path__", None) or ()), None)
-        known = module is not None and (path is None or _installed_path(path))
-        _INSTALLED_MEMO[module_name] = known
-    return known
-
-
-def _version(module_name):
-    top = (module_name or "").partition(".")[0]
-    key = ("version", top)
-    version = _INSTALLED_MEMO.get(key)
-    if version is None:
-        version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-        if top not in sys.stdlib_module_names and top != "builtins":
-            version = _distribution_version(top)
-        _INSTALLED_MEMO[key] = version
-    return version
-
-
-def _distribution_version(top):
-    """The version of the distribution shipping module ``top``: its ``__version__``, else the
-    distribution of the same name, else a scan of every distribution's top-level names (slow)."""
-    version = getattr(sys.modules.get(top), "__version__", None)
-    if isinstance(version, str):
-        return version
-    try:
-        return importlib.metadata.version(top)
-    except Exception:  # noqa: BLE001 - not a distribution name; scan
-        pass
-    try:
-        dists = importlib.metadata.packages_distributions().get(top, [])
-        return ",".join(sorted(f"{d}={importlib.metadata.version(d)}" for d in dists)) or "unknown"
-    except Exception:  # noqa: BLE001 - metadata may be broken; the name still identifies it
-        return "unknown"
-
-
-def reference(obj):
-    """``module.qualname@version`` of a module, class or function."""
-    if isinstance(obj, types.ModuleType):
-        return f"{obj.__name__}@{_version(obj.__name__)}"
-    module = getattr(obj, "__module__", None) or "builtins"
-    qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
-    if not isinstance(qualname, str):
-        raise HashingError(f"cannot hash {obj!r} by reference: it has no name. Mark the code that uses it with "
-                           "`connectome_dask.cache.is_unstable` or pass a value that hashes by content")
-    tag = f"{module}.{qualname}@{_version(module)}"
-    getversion = getattr(obj, "__getversion__", None) if isinstance(obj, type) else None
-    if getversion is not None:
-        tag += f"#{getversion()}"
-    return tag
 
 
 def _by_reference(obj):
@@ -377,7 +292,8 @@ class _Fingerprinter:
         try:
             for name in sorted(cls.__dict__):
                 if name not in _CLASS_SKIP:
-                    parts += [name, self.value(cls.__dict__[name], f"the attribute {name!r} of class {cls.__qualname__}")]
+                    what = f"the attribute {name!r} of class {cls.__qualname__}"
+                    parts += [name, self.value(cls.__dict__[name], what)]
         finally:
             self.names = outer
         spec = cls.__dict__.get("__layer_spec__")

@@ -144,7 +144,8 @@ def _pieces(obj, what, active):
 
 
 def _other(obj, out, what, active):
-    from .code import current, fingerprint, reference
+    from .code import current, fingerprint
+    from .installed import reference
 
     t = type(obj)
     handler = normalize_token.lookup(t)
