@@ -21,6 +21,7 @@ __all__ = [
     "StorageCorruption",
     "StoreError",
     "PersistError",
+    "StaleCodeError",
     "CacheWarning",
     "InvalidArgument",
     "UnknownKey",
@@ -84,6 +85,11 @@ class PersistError(ConnectomeError, RuntimeError):
 
     def __reduce__(self):
         return type(self), (self.args[0], self.report)
+
+
+class StaleCodeError(ConnectomeError, RuntimeError):
+    """A task would run code that differs from the code the client hashed (a worker that imported a
+    module before it changed): nothing is computed or stored. Restart the workers."""
 
 
 class InvalidArgument(ConnectomeError, TypeError, AssertionError):

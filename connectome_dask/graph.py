@@ -37,21 +37,32 @@ from dask.task_spec import Task, TaskRef
 from .evaluate import Evaluation
 from .hashing import combine
 from .nodes import Cached, Const, Input, Node, static_token, walk
+from .shipping import Shipped
 from .stamps import recording, shipped
 
 __all__ = ["Structure", "Runner", "build"]
 
 
-class Runner:
+class Runner(Shipped):
     """Task function: evaluate ``node`` from raw input values and the values of boundary ``deps``;
-    ``stamped``: the last argument is the entry's :class:`~connectome_dask.stamps.Stamps`."""
+    ``stamped``: the last argument is the entry's :class:`~connectome_dask.stamps.Stamps`.
+
+    It pickles with the user's code by value and checks it before its first run in a process
+    (:mod:`connectome_dask.shipping`)."""
 
     __slots__ = ("node", "inputs", "deps", "stamped")
 
     def __init__(self, node, inputs, deps, stamped=False):
         self.node, self.inputs, self.deps, self.stamped = node, tuple(inputs), tuple(deps), stamped
 
+    def _args(self):
+        return self.node, self.inputs, self.deps, self.stamped
+
+    def _roots(self):
+        return (self.node,)
+
     def __call__(self, *args):
+        self._check()
         n = len(self.inputs)
         ev = Evaluation(dict(zip(self.inputs, args[:n])))
         if self.deps:
@@ -60,9 +71,6 @@ class Runner:
             with shipped(args[-1]):
                 return ev.value(self.node)
         return ev.value(self.node)
-
-    def __reduce__(self):
-        return Runner, (self.node, self.inputs, self.deps, self.stamped)
 
     def __repr__(self):
         return f"run({self.node.name})"

@@ -26,6 +26,7 @@ from .exceptions import PersistError
 from .hashing import combine, tokenize
 from .nodes import Cached, Call, Input, static_token, walk
 from .progress import PROGRESS_TOPIC, REPORT_EVERY, Tally, reporter
+from .shipping import Shipped
 from .stamps import recording, shipped
 
 __all__ = ["persist", "PersistReport", "PersistJob", "PersistBatch", "cached_nodes", "batches_of", "PROGRESS_TOPIC"]
@@ -70,15 +71,25 @@ class _Failure:
         self.error = error
 
 
-class PersistBatch:
-    """Task function: fill the caches of ``targets`` for a batch of entries; a status per entry."""
+class PersistBatch(Shipped):
+    """Task function: fill the caches of ``targets`` for a batch of entries; a status per entry.
+
+    It pickles with the user's code by value and checks it before its first run in a process
+    (:mod:`connectome_dask.shipping`): a stale worker raises ``StaleCodeError`` for the whole batch."""
 
     __slots__ = ("targets",)
 
     def __init__(self, targets):
         self.targets = targets
 
+    def _args(self):
+        return (self.targets,)
+
+    def _roots(self):
+        return self.targets
+
     def __call__(self, keys, stamps=None):
+        self._check()
         reuse_freed_memory()  # see connectome_dask.allocator
         report, statuses = reporter(), []
         last = time.monotonic()
@@ -99,9 +110,6 @@ class PersistBatch:
         except Exception as e:  # noqa: BLE001 - the user's error is reported per id
             return _Failure(_picklable(e))
         return "computed" if _computed(ev) else "cached"
-
-    def __reduce__(self):
-        return PersistBatch, (self.targets,)
 
 
 def _computed(ev):

@@ -3,8 +3,8 @@
     python examples/02_local_cluster.py [CACHE_ROOT] [--workers N]
 
 Any ``distributed.Client`` works the same way: ``Client("tcp://scheduler:8786")`` after ``dask scheduler``
-and ``dask worker`` on your nodes (with the cache root on a file system every worker sees, and this folder
-importable on the workers), or a dask-jobqueue / dask-kubernetes cluster. See docs/clusters.md.
+and ``dask worker`` on your nodes (with the cache root on a file system every worker sees; this folder's
+code travels with the tasks), or a dask-jobqueue / dask-kubernetes cluster. See docs/clusters.md.
 """
 
 import argparse

@@ -13,9 +13,9 @@ The preprocessing is what a segmentation model usually gets:
 * ``Normalize``: zero mean, unit variance; a foreground ``mask``;
 * ``Crop``: center crop (or pad) to one shape, so entries stack into batches; inverse too.
 
-Worker processes import this module (the layers are pickled by reference, like any importable user
-module): it must be importable on every worker, which it is on a local cluster started from a
-script in this folder.
+This module's code travels to the workers by value with the tasks (it is the user's own module, not
+an installed one), so the workers need not import it, and workers started before an edit run the
+edited code.
 """
 
 import os

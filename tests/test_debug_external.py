@@ -354,7 +354,7 @@ def test_editing_the_class_changes_tokens_renaming_it_does_not():
 def test_unhashable_state_and_classes():
     class Handle:
         def __init__(self):
-            self.handle = object()  # no content to hash: identified by its type
+            self.handle = object()  # pickle sees a stateless object: equal for every instance
 
         def value(self, key):
             return key

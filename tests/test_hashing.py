@@ -3,6 +3,7 @@
 import dataclasses
 import enum
 import functools
+import inspect
 import os
 import pathlib
 import subprocess
@@ -293,3 +294,165 @@ def test_identity_like_layers_and_unrelated_fields_do_not_change_tokens():
 def test_combine_is_order_sensitive():
     assert combine("a", "b") != combine("b", "a")
     assert combine("ab", "c") != combine("a", "bc")
+
+
+# --- module attributes, runtime class caches, objects reached from code (issue 12) ----------------
+
+MODULE = '''
+"""Helpers."""
+import abc
+import dataclasses
+import inspect
+import threading
+
+THRESHOLD = 3
+LOCK = threading.Lock()
+
+
+def clip(x):
+    return min(x, THRESHOLD)
+
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+
+class Slotted:
+    __slots__ = ("x",)
+
+    def __init__(self, x):
+        self.x = x
+
+
+class Shape(abc.ABC):
+    @abc.abstractmethod
+    def area(self):
+        ...
+
+
+@dataclasses.dataclass
+class Config:
+    gain: int = 2
+    names: list = dataclasses.field(default_factory=list)
+
+
+class Scaler:
+    def __init__(self, k):
+        self.k = k
+        self.signature = inspect.signature(clip)
+
+    def __call__(self, x):
+        return x * self.k
+'''
+
+CLASS_SCRIPT = '''
+import pickle, sys
+sys.path.insert(0, sys.argv[1])
+import hmod
+from connectome_dask.hashing import fingerprint
+classes = (hmod.Point, hmod.Slotted, hmod.Shape, hmod.Config)
+before = [fingerprint(c) for c in classes]
+pickle.dumps([hmod.Point(1), hmod.Slotted(2), hmod.Config()])
+isinstance(1, hmod.Shape), issubclass(dict, hmod.Shape)
+after = [fingerprint(c) for c in classes]
+print(before == after, "__slotnames__" in vars(hmod.Point), *after)
+'''
+
+
+@pytest.fixture
+def hmod(tmp_path, monkeypatch):
+    (tmp_path / "hmod.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    sys.modules.pop("hmod", None)
+    yield importlib.import_module("hmod")
+    sys.modules.pop("hmod", None)
+
+
+def test_module_attributes_are_hashed_by_value(hmod):
+    f = make("def f(x):\n    return hmod.clip(x) + hmod.THRESHOLD\n", namespace={"hmod": hmod})
+    g = make("def g(x):\n    return hmod.clip(x)\n", "g", namespace={"hmod": hmod})
+    before, before_g = fingerprint(f), fingerprint(g)
+    hmod.THRESHOLD = 4
+    assert fingerprint(f) != before and fingerprint(g) != before_g  # directly, and through clip's global
+    hmod.THRESHOLD = 3
+    assert fingerprint(f) == before
+    hmod.LOCK = threading.Lock()  # not named by the code: not hashed (a lock would be an error)
+    assert fingerprint(f) == before
+    from connectome_dask.hashing.code import reached_names
+
+    assert {"clip", "THRESHOLD"} <= set(reached_names("hmod")) and "LOCK" not in reached_names("hmod")
+    uses_lock = make("def h():\n    return hmod.LOCK\n", "h", namespace={"hmod": hmod})
+    with pytest.raises(HashingError, match="'LOCK' of module 'hmod'.*pickle refuses"):
+        fingerprint(uses_lock)
+
+
+def test_installed_modules_stay_by_name_and_version():
+    f = make("def f(x):\n    return np.mean(x) + os.sep.count('/')\n", namespace={"np": np, "os": os})
+    from connectome_dask.hashing.code import identify
+
+    token, refs, overridden = identify(f)
+    assert {tag for _, tag in refs} == {f"numpy@{np.__version__}", f"os@python{sys.version_info[0]}.{sys.version_info[1]}"}
+    assert not overridden
+
+
+def test_class_fingerprints_ignore_caches_python_adds(hmod, tmp_path):
+    """Pickling an instance adds ``__slotnames__``; ``isinstance`` fills the ABC caches."""
+    out = subprocess.run([sys.executable, "-c", CLASS_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONHASHSEED": "7"})
+    same, slotnames, *tokens = out.stdout.split()
+    assert (same, slotnames) == ("True", "True")
+    assert tokens == [fingerprint(c) for c in (hmod.Point, hmod.Slotted, hmod.Shape, hmod.Config)]  # another process
+
+
+def test_dataclass_fields_are_hashed_by_content(hmod):
+    before = fingerprint(hmod.Config)
+    field = hmod.Config.__dataclass_fields__["names"]
+    field.default_factory = tuple  # only visible in the dataclass machinery
+    assert fingerprint(hmod.Config) != before
+
+
+def test_callable_objects_are_hashed_the_way_pickle_sees_them(hmod):
+    assert fingerprint(hmod.Scaler(2)) == fingerprint(hmod.Scaler(2)) != fingerprint(hmod.Scaler(3))
+    scaler = hmod.Scaler(2)
+    scaler.signature = inspect.signature(hmod.Config)  # an attribute vars()-hashing could not handle
+    assert fingerprint(scaler) != fingerprint(hmod.Scaler(2))
+    bound = make("def f(x):\n    return P.x + x\n", namespace={"P": hmod.Point(1)})
+    assert fingerprint(bound) != fingerprint(make("def f(x):\n    return P.x + x\n", namespace={"P": hmod.Point(2)}))
+    locked = hmod.Scaler(2)
+    locked.lock = threading.Lock()
+    with pytest.raises(HashingError, match="callable Scaler instance.*pickle refuses"):
+        fingerprint(locked)
+
+
+def test_no_partial_keys_for_unhashable_class_attributes_or_external_state():
+    from connectome_dask import External
+
+    class Locked:
+        lock = threading.Lock()
+
+        def value(self, key):
+            return key
+
+    with pytest.raises(HashingError, match="'lock' of class.*Locked.*pickle refuses"):
+        fingerprint(Locked)
+
+    class Handle:
+        def __init__(self):
+            self.handle = threading.Lock()
+
+        def value(self, key):
+            return key
+
+    ext = External(Handle(), inputs=["id"])
+    from connectome_dask import Source, meta
+
+    class Ids(Source):
+        @meta
+        def ids():
+            return ["a"]
+
+    with pytest.raises(HashingError, match="'handle'.*marker="):
+        (Ids() >> ext).value.delayed("a")

@@ -9,7 +9,8 @@ CacheToDisk.simple('image', 'mask'), each run into a fresh root.
   apart, ``embedded_startup_s``: fresh workers, as in the LocalCluster's cold run),
   ``ds.persist(client)`` on a 2-worker process ``LocalCluster`` (start-up timed apart; cold = the
   workers' first run, then warm; then on one started with ``cluster.QUIET_WORKERS``, ``_quiet``),
-  and persist's per-id cost on the cheap pipeline with 10,000 ids.
+  and persist's per-id cost on the cheap pipeline with 10,000 ids; the cost of shipping the user's
+  code by value with each task (``ship_*``).
 Each parallel run is paired with a serial run of the same lib into a fresh root just before it (this
 VM's CPU time per unit of work drifts by +-30 % within minutes), and its speedup is that serial time
 divided by the parallel time; ``serial_s`` is the median of the serial runs.
@@ -116,6 +117,7 @@ def main():
                 except Exception as error:
                     out[metric] = not_available(error)
             cheap_persist(a, "disk_embedded", lambda: c_disk(a, root("cheap_embedded")), None, out)
+            shipping_cost(pipelines.preprocessing(a.lib, data, root("shipping")), keys, out)
             try:
                 persist_on_cluster(a, data, keys, root, serial, out)
             except Exception as error:
@@ -124,6 +126,34 @@ def main():
         return report(out, a.json)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def shipping_cost(ds, keys, out):
+    """What sending the user's code by value costs a persist task (``connectome_dask.shipping``): the
+    bytes of the task function each task carries (``ship_bytes_per_task``; by reference, as before:
+    ``_by_reference``), and the milliseconds to build it (once per call, on the client), to unpickle it
+    and to check its code (once per worker)."""
+    import pickle
+
+    import cloudpickle
+
+    from connectome_dask import shipping
+    from connectome_dask.persist import PersistBatch, batches_of, cached_nodes
+
+    targets = tuple(cached_nodes(ds)[1])
+    out["ship_tasks"] = len(batches_of(keys, targets, slots=2))
+
+    def thawed():
+        shipping._THAWED.clear()
+        return pickle.loads(payload)
+
+    freeze = [timed(pickle.dumps, PersistBatch(targets)) for _ in range(9)]
+    payload = freeze[0][1]
+    out["ship_bytes_per_task"] = len(payload)
+    out["ship_bytes_per_task_by_reference"] = len(cloudpickle.dumps((PersistBatch, (targets,))))
+    out["ship_freeze_ms"] = 1e3 * statistics.median(s for s, _ in freeze)
+    out["ship_thaw_ms"] = 1e3 * statistics.median(timed(thawed)[0] for _ in range(9))
+    out["ship_check_ms"] = 1e3 * statistics.median(timed(thawed()._check)[0] for _ in range(9))
 
 
 def persist_on_cluster(a, data, keys, root, serial, out):

@@ -8,19 +8,21 @@ order (dicts and sets are encoded in a canonical sorted order), or the process.
 Supported: None, bool, int (any size), float, complex, str, bytes, bytearray, tuple, list, dict,
 set, frozenset, slice, range, ``pathlib`` paths, numpy arrays (dtype, shape, bytes; object arrays
 element-wise) and scalars, enums, dataclasses, ``functools.partial``, functions and classes
-(through :func:`~connectome_dask.hashing.code.fingerprint`), modules (by name and version), and
-objects with a ``__dask_tokenize__`` or ``__connectome_token__`` method. Anything else must be
-registered with :data:`normalize_token`; otherwise :class:`HashingError` — never a random token
-(a false miss) nor a partial one (a stale hit).
+(through :func:`~connectome_dask.hashing.code.fingerprint`), modules (the user's by value,
+installed ones by name and version), and objects with a ``__dask_tokenize__`` or
+``__connectome_token__`` method. Anything else must be registered with :data:`normalize_token`;
+otherwise :class:`HashingError` — never a random token (a false miss) nor a partial one (a stale
+hit). Inside a code fingerprint (a global, closure cell or default of user code) such an object is
+hashed the way pickle sees it instead (``code`` module).
 """
 
-import abc
 import dataclasses
 import enum
 import functools
 import hashlib
 import pathlib
 import types
+import typing
 
 from ..exceptions import HashingError
 
@@ -65,9 +67,19 @@ def _logger(logger):
     return ("logging.Logger", logger.name)
 
 
-# class attributes common in dataset classes that have no token of their own
+# class machinery that has no token of its own: dataclass fields (not their annotated type: annotations
+# are not hashed), slots, cached properties, type variables
 normalize_token.register(functools.cached_property, lambda value: ("cached_property", value.func))
-normalize_token.register(type(abc.ABC.__dict__["_abc_impl"]), lambda value: "abc-registry")
+normalize_token.register(types.MemberDescriptorType, lambda value: ("slot", value.__name__))
+normalize_token.register(types.MappingProxyType, dict)
+normalize_token.register(type(dataclasses.MISSING), lambda value: "MISSING")
+normalize_token.register(dataclasses.Field, lambda f: (
+    f.name, f.default, f.default_factory, f.init, f.repr, f.hash, f.compare, f.metadata, f.kw_only,
+    getattr(f._field_type, "name", None)))
+_PARAMS = type(dataclasses.dataclass(type("_Probe", (), {})).__dataclass_params__)
+normalize_token.register(_PARAMS, lambda p: tuple((s, getattr(p, s)) for s in _PARAMS.__slots__))
+normalize_token.register(typing.TypeVar, lambda v: (v.__name__, v.__bound__, v.__constraints__, v.__covariant__,
+                                                    v.__contravariant__))
 
 
 def tokenize(value, *, what=None):
@@ -132,7 +144,8 @@ def _pieces(obj, what, active):
 
 
 def _other(obj, out, what, active):
-    from .code import fingerprint, reference
+    from .code import current, fingerprint
+    from .installed import reference
 
     t = type(obj)
     handler = normalize_token.lookup(t)
@@ -153,7 +166,7 @@ def _other(obj, out, what, active):
         out.append(b"F" + fingerprint(obj).encode())
         return
     if isinstance(obj, types.ModuleType):
-        out.append(b"M" + reference(obj).encode())
+        out.append(b"M" + fingerprint(obj).encode())
         return
     if isinstance(obj, pathlib.PurePath):
         out.append(b"P")
@@ -179,6 +192,10 @@ def _other(obj, out, what, active):
     if method is not None and callable(method):
         out.append(b"Q" + reference(t).encode() + b":")
         _encode(method(), out, what, active)
+        return
+    fingerprinter = current()
+    if fingerprinter is not None:  # a value reached from code: the way pickle sees it
+        fingerprinter.reduced(obj, out, what, active)
         return
     raise HashingError(
         f"cannot hash {what or 'a value'} of type {t.__module__}.{t.__qualname__} deterministically. "

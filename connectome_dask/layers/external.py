@@ -10,8 +10,9 @@ Identity (cache keys)
 ---------------------
 A member's token is its name plus, by default, the fingerprint of the object's class (by value for
 the user's own code: editing any method of the class changes every token) and the object's
-attributes by content (another root folder is another cache key). An attribute that cannot be
-hashed by content is identified by its type only; pass ``marker`` to identify such state:
+attributes by content, the way pickle sees them (another root folder is another cache key). An
+attribute that pickle refuses (a lock, an open file) is a ``HashingError``; pass ``marker`` to
+identify such state:
 ``marker(name)`` returns any value that hashes by content (e.g. a version string), and replaces
 the class and attributes in the token. Members are resolved and hashed when the layer is first
 connected; later changes of the object are not seen by tokens.
@@ -31,8 +32,9 @@ import types
 import weakref
 
 from ..exceptions import FieldError, GraphError, HashingError, InvalidArgument
-from ..hashing import combine, fingerprint, reference, tokenize
 from ..decorators import Files as FilesMarker
+from ..hashing import combine, fingerprint, tokenize
+from ..hashing.code import content
 from ..nodes import Call
 from ..stamps import Files, Reads
 from ..plan import Plan, _broken
@@ -176,47 +178,13 @@ def _identity(config, label):
     return lambda name: combine("external", code, state, name)
 
 
-_CLASS_MACHINERY = {"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__", "__firstlineno__",
-                    "__static_attributes__", "__abstractmethods__", "_abc_impl", "_external", "__signature__"}
-
-
 def _class_token(cls):
-    """The fingerprint of ``cls``; when a class attribute has no token (an ABC's registry, a
-    ``cached_property``, a lock), the class is identified member by member instead: its bases,
-    its functions and properties by code, its other attributes by content or else by type."""
-    try:
-        return fingerprint(cls)
-    except HashingError:
-        pass
-    parts = ["members"] + [_class_token(base) for base in cls.__bases__]
-    for name in sorted(cls.__dict__):
-        if name not in _CLASS_MACHINERY:
-            parts += [name, _member_token(cls.__dict__[name])]
-    return combine(*parts)
-
-
-def _member_token(value):
-    if isinstance(value, property):
-        return combine("property", *(_code_token(f) if f else "-" for f in (value.fget, value.fset, value.fdel)))
-    if isinstance(value, functools.cached_property):
-        return combine("cached_property", _code_token(value.func))
-    if isinstance(value, (staticmethod, classmethod)) or inspect.isfunction(value) or isinstance(value, type):
-        return _code_token(value)
-    try:
-        return tokenize(value)
-    except (HashingError, TypeError, ValueError, RecursionError):
-        return "type:" + reference(type(value))
-
-
-def _code_token(func):
-    try:
-        return fingerprint(func)
-    except HashingError:  # e.g. a global it uses has no token: identified by its name
-        return "ref:" + reference(getattr(func, "__func__", func))
+    """The fingerprint of ``cls`` (by value for the user's own code)."""
+    return fingerprint(cls)
 
 
 def _state(obj, label):
-    """The token of the object's attributes by content (types only for those without one)."""
+    """The token of the object's attributes by content, the way pickle sees them."""
     attrs = getattr(obj, "__dict__", None) or {}
     parts = []
     for key in sorted(attrs):
@@ -224,11 +192,10 @@ def _state(obj, label):
             continue
         if isinstance(inspect.getattr_static(type(obj), key, None), functools.cached_property):
             continue  # a value the object computed and kept: derived from the rest
-        value = attrs[key]
         try:
-            token = tokenize(value, what=f"the attribute {key!r} of {label}")
-        except (HashingError, TypeError, ValueError, RecursionError):
-            token = "type:" + reference(type(value))
+            token = content(attrs[key], f"the attribute {key!r} of {label}")
+        except HashingError as e:
+            raise HashingError(f"{e}. Or pass `marker=` to External to identify the object's state") from None
         parts += [key, token]
     return combine("state", *parts)
 

@@ -1,0 +1,2 @@
+"""A user package of the mutation corpus."""
+CONST = 5
