@@ -37,8 +37,10 @@ try:
 except ImportError as e:  # pragma: no cover - the message is the point
     raise ModuleNotFoundError("pipeline.to_torch needs PyTorch: pip install 'connectome_dask[torch]'") from e
 
+from .evaluate import Evaluation
 from .exceptions import InvalidArgument
 from .layers.base import as_names
+from .nodes import Cached, walk
 
 __all__ = ["TorchDataset", "TorchEpochs", "to_torch"]
 
@@ -77,7 +79,13 @@ class TorchDataset(Dataset):
         self._pipeline, self._fields, self._as_dict = pipeline, fields, as_dict
         self._ids = tuple(pipeline.ids if ids is None else ids)
         self._compiled = None
-        self._compile()  # unknown fields fail here, not in a worker
+        field = self._compile()  # unknown fields fail here, not in a worker
+        if self._ids:  # hash the code of cached fields here once: forked workers inherit the tokens
+            key = self._ids[0]
+            ev = Evaluation({"id": key} if self._keyed else dict(key))
+            for node in walk(field._nodes):
+                if isinstance(node, Cached):
+                    ev.token(node)
 
     def _compile(self):
         field = self._compiled = self._pipeline._compile(self._fields)

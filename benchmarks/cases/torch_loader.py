@@ -1,0 +1,118 @@
+"""Training reads from the cache: a PyTorch DataLoader over ``to_torch`` vs a hand-written h5py Dataset.
+
+The 64 volumes of the ``disk`` case (64x128x128 float32 image + bool mask) are cached once per machine
+with ``CacheToDisk.simple('image', 'mask')`` (a folder under the temp dir); both sides read the same
+entry files. connectome_dask: ``pipeline.to_torch(['image', 'mask'])`` on a new pipeline object. raw:
+the ``Dataset`` a user writes by hand, ``h5py.File(path, 'r')`` and ``f['value'][()]`` per entry file,
+its paths listed in setup (``HashDigest`` gives each entry's token, the file's name).
+
+Each loader is ``DataLoader(dataset, batch_size=4, num_workers=w)`` (``persistent_workers`` when
+``w > 0``, the default start method, fork on Linux). The first epoch (worker start, the first access of
+each worker) is timed apart; then ``EPOCHS`` epochs are timed together: samples/s over all of them.
+Reads come from the page cache, so they measure the software, not the disk.
+"""
+
+import json
+import os
+import tempfile
+import time
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from common import args, report, volumes_folder
+import pipelines
+
+EPOCHS = 5
+BATCH = 4
+FIELDS = ("image", "mask")
+
+
+def cached(data, root):
+    c = pipelines.load("connectome_dask")
+    return pipelines.volumes("connectome_dask", data) >> c.CacheToDisk.simple(*FIELDS, root=root)
+
+
+def prepare(data, n):
+    """The cache root (filled once per machine) and ``[(image path, mask path)]`` in id order."""
+    folder = os.path.join(tempfile.gettempdir(), "cdask-bench-torch", str(n))
+    root, index = os.path.join(folder, "cache"), os.path.join(folder, "index.json")
+    if not os.path.exists(index):
+        from connectome_dask import HashDigest
+        from connectome_dask.cache.hdf5 import HDF5Store
+
+        pipeline = cached(data, root)
+        digest = pipeline._drop_cache() >> HashDigest(list(FIELDS))
+        store, paths = HDF5Store(root), []
+        for key in pipeline.ids:
+            pipeline.image(key), pipeline.mask(key)  # computed and stored (a hit when already there)
+            paths.append([store.path(field, getattr(digest, field)(key)[0]) for field in FIELDS])
+        assert all(os.path.exists(p) for pair in paths for p in pair)
+        with open(index + ".tmp", "w") as f:
+            json.dump(paths, f)
+        os.replace(index + ".tmp", index)
+    with open(index) as f:
+        return root, [tuple(pair) for pair in json.load(f)]
+
+
+class H5Dataset(Dataset):
+    """The hand-written loader: one h5py file per field and entry, opened in ``__getitem__``."""
+
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        image_path, mask_path = self.paths[i]
+        with h5py.File(image_path, "r") as f:
+            image = f["value"][()]
+        with h5py.File(mask_path, "r") as f:
+            mask = f["value"][()]
+        return image, mask
+
+
+def epoch(loader):
+    count = 0
+    for image, mask in loader:
+        count += len(image)
+    return count
+
+
+def measure(dataset, workers):
+    loader = DataLoader(dataset, batch_size=BATCH, num_workers=workers, persistent_workers=workers > 0)
+    start = time.perf_counter()
+    first = epoch(loader)
+    first_s = time.perf_counter() - start
+    start = time.perf_counter()
+    count = sum(epoch(loader) for _ in range(EPOCHS))
+    seconds = time.perf_counter() - start
+    del loader  # stops persistent workers
+    return count / seconds, first / first_s
+
+
+def main():
+    a = args(("connectome_dask", "raw"))
+    torch.set_num_threads(1)  # the collate's copies; the same on both sides
+    n = 8 if a.quick else 64
+    data = volumes_folder(n)
+    root, paths = prepare(data, n)
+    if a.lib == "raw":
+        dataset = H5Dataset(paths)
+    else:
+        dataset = cached(data, root).to_torch(list(FIELDS))
+    image, mask = dataset[n - 1]
+    assert np.array_equal(image, pipelines.read_image(data, pipelines.volume_ids(data)[-1])) and mask.dtype == bool
+    result = {}
+    for workers in (2, 0):
+        steady, first = measure(dataset, workers)
+        result[f"samples_per_s_{workers}_workers"] = steady
+        result[f"first_epoch_samples_per_s_{workers}_workers"] = first
+    report(result, a.json)
+
+
+if __name__ == "__main__":
+    main()
