@@ -249,9 +249,27 @@ def _ranks(rank, world_size):
 
 def to_torch(pipeline, fields, ids=None, *, as_dict=False, shuffle=False, seed=0, rank=None, world_size=None,
              batch_size=1):
-    """A PyTorch dataset of ``fields`` (a name: each item is its value; a list: a tuple) of ``ids``
-    (default ``pipeline.ids``): a map-style :class:`TorchDataset`, or with ``shuffle=True`` or an
-    explicit ``rank``/``world_size`` the iterable :class:`TorchEpochs`."""
+    """A PyTorch dataset of a pipeline's fields (``pipeline.to_torch(...)``).
+
+    Parameters
+    ----------
+    pipeline : CallableLayer
+    fields : str or list of str
+        One field name (each item is its value) or a list (each item is a tuple in that order).
+    ids : iterable, optional
+        Entry keys, in item order. Default: ``pipeline.ids``. A transform-only pipeline takes dicts of
+        raw inputs instead (as ``to_dask``).
+    as_dict : bool
+        Items as ``{field: value}`` dicts.
+    shuffle, seed, rank, world_size, batch_size
+        With ``shuffle=True`` or an explicit ``rank`` and ``world_size``: the iterable form (see
+        :class:`TorchEpochs`); ``batch_size`` is the DataLoader's, which keeps the loader's order
+        the rank's order with several workers.
+
+    Returns
+    -------
+    TorchDataset or TorchEpochs
+    """
     if not isinstance(fields, str):
         fields = list(as_names(fields, "to_torch", "fields"))  # validated (a list of names, no repeats)
     if not shuffle and rank is None and world_size is None:
