@@ -9,7 +9,9 @@ its paths listed in setup (``HashDigest`` gives each entry's token, the file's n
 Each loader is ``DataLoader(dataset, batch_size=4, num_workers=w)`` (``persistent_workers`` when
 ``w > 0``, the default start method, fork on Linux). The first epoch (worker start, the first access of
 each worker) is timed apart; then ``EPOCHS`` epochs are timed together: samples/s over all of them.
-Reads come from the page cache, so they measure the software, not the disk.
+Reads come from the page cache, so they measure the software, not the disk. Both sides run with
+the fixed malloc thresholds of ``common.steady_allocator`` (without them, which side faults its 4 MB
+arrays in afresh on every read depends on the process's history: 10 to 45,000 page faults per 5 epochs).
 """
 
 import json
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common import args, report, volumes_folder
+from common import args, report, steady_allocator, volumes_folder
 import pipelines
 
 EPOCHS = 5
@@ -96,6 +98,7 @@ def measure(dataset, workers):
 
 def main():
     a = args(("connectome_dask", "raw"))
+    steady_allocator()  # the same malloc thresholds on both sides (see common.py), inherited by forked workers
     torch.set_num_threads(1)  # the collate's copies; the same on both sides
     n = 8 if a.quick else 64
     data = volumes_folder(n)
