@@ -19,8 +19,9 @@ Imported only by ``to_torch`` (``import connectome_dask`` never imports torch).
 
 Both pickle small: cloudpickle bytes of the pipeline (its layers' configuration, never their
 compiled plans, RAM stores or values), the ids and the options, so they travel to ``spawn`` and
-``forkserver`` workers even when the pipeline holds lambdas or classes from ``__main__``. Each
-worker compiles the fields on its first item (hashing the code once per process).
+``forkserver`` workers even when the pipeline holds lambdas or classes from ``__main__``. ``to_torch``
+compiles the fields and hashes the code of the cached ones: a forked worker inherits that work, a
+spawned one does it again when it unpickles the dataset.
 
 What is cached where: a DataLoader worker is a process of its own, so a ``CacheToRam`` in the
 pipeline is per worker: empty in a ``spawn``/``forkserver`` worker, a copy-on-write copy of the
@@ -78,8 +79,8 @@ class TorchDataset(Dataset):
     def __init__(self, pipeline, fields, ids=None, *, as_dict=False):
         self._pipeline, self._fields, self._as_dict = pipeline, fields, as_dict
         self._ids = tuple(pipeline.ids if ids is None else ids)
-        self._compiled = None
-        field = self._compile()  # unknown fields fail here, not in a worker
+        field = self._field = pipeline._compile(fields)  # unknown fields fail here, not in a worker
+        self._keyed = field._inputs == ("id",)  # else each id is a dict of raw inputs (as in to_dask)
         if self._ids:  # hash the code of cached fields here once: forked workers inherit the tokens
             key = self._ids[0]
             ev = Evaluation({"id": key} if self._keyed else dict(key))
@@ -87,16 +88,8 @@ class TorchDataset(Dataset):
                 if isinstance(node, Cached):
                     ev.token(node)
 
-    def _compile(self):
-        field = self._compiled = self._pipeline._compile(self._fields)
-        self._keyed = field._inputs == ("id",)  # else each id is a dict of raw inputs (as in to_dask)
-        return field
-
     def _get(self, key):
-        field = self._compiled
-        if field is None:
-            field = self._compile()
-        value = field(key) if self._keyed else field(**key)
+        value = self._field(key) if self._keyed else self._field(**key)
         if self._as_dict:
             return {self._fields: value} if isinstance(self._fields, str) else dict(zip(self._fields, value))
         return value
@@ -113,23 +106,16 @@ class TorchDataset(Dataset):
         return self._ids
 
     def __reduce__(self):
-        return _unpickle, (cloudpickle.dumps(self._config()),)
-
-    def _config(self):
-        return TorchDataset, (self._pipeline, self._fields, self._ids), {"as_dict": self._as_dict}
+        config = (TorchDataset, (self._pipeline, self._fields, self._ids), {"as_dict": self._as_dict})
+        return _unpickle, (cloudpickle.dumps(config),)
 
     def __repr__(self):
         return f"{type(self).__name__}({self._fields!r}, {len(self)} ids)"
 
 
-def _unpickle(config):
+def _unpickle(config, state=None):
     cls, args, kwargs = cloudpickle.loads(config)
-    return cls(*args, **kwargs)
-
-
-def _unpickle_epochs(config, state):
-    cls, args, kwargs = cloudpickle.loads(config)
-    return cls(*args, **kwargs, _state=state)
+    return cls(*args, **kwargs) if state is None else cls(*args, **kwargs, _state=state)
 
 
 class TorchEpochs(IterableDataset):
@@ -169,8 +155,8 @@ class TorchEpochs(IterableDataset):
         self.rank, self.world_size = _ranks(rank, world_size)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgument(f"to_torch: batch_size must be a positive int (the DataLoader's), got {batch_size!r}")
-        if not isinstance(seed, int):
-            raise InvalidArgument(f"to_torch: seed must be an int, got {seed!r}")
+        if not isinstance(seed, int) or seed < 0:
+            raise InvalidArgument(f"to_torch: seed must be a non-negative int, got {seed!r}")
         # [epoch, position in the epoch]: shared memory, seen by persistent workers, fork or spawn
         self._state = torch.zeros(2, dtype=torch.int64).share_memory_() if _state is None else _state
 
@@ -221,10 +207,11 @@ class TorchEpochs(IterableDataset):
         return int(self._state[0])
 
     def __reduce__(self):
-        pipeline, fields, ids = self._items._config()[1]
-        kwargs = {"as_dict": self._items._as_dict, "shuffle": self.shuffle, "seed": self.seed, "rank": self.rank,
+        items = self._items
+        kwargs = {"as_dict": items._as_dict, "shuffle": self.shuffle, "seed": self.seed, "rank": self.rank,
                   "world_size": self.world_size, "batch_size": self.batch_size}
-        return _unpickle_epochs, (cloudpickle.dumps((TorchEpochs, (pipeline, fields, ids), kwargs)), self._state)
+        config = (TorchEpochs, (items._pipeline, items._fields, items.ids), kwargs)
+        return _unpickle, (cloudpickle.dumps(config), self._state)  # the state by torch: shared memory
 
     def __repr__(self):
         return (f"TorchEpochs({self._items._fields!r}, {len(self._items)} ids, rank {self.rank} of "
