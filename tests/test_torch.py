@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")  # the test extra installs it; `connectome_dask[torch]` for users
 from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
 
+from connectome_dask.cache.hdf5 import HDF5Store  # noqa: E402
 from connectome_dask.exceptions import FieldError, InvalidArgument  # noqa: E402
 from connectome_dask.training import TorchDataset, TorchEpochs  # noqa: E402
 from torch_layers import Volumes, cached  # noqa: E402
@@ -61,6 +62,7 @@ def test_a_miss_inside_a_worker_is_computed_and_stored(cache_root, tmp_path):
     data = cached(cache_root, calls=calls).to_torch(["id", "image", "label"])
     first = loader_values(data, num_workers=2)
     assert sorted(lines(calls)) == sorted(Volumes().ids)  # each entry computed once, by a worker
+    assert [field for field, *_ in HDF5Store(cache_root).entries()] == ["image"] * 10  # and stored on disk
     again = loader_values(cached(cache_root, calls=calls).to_torch(["id", "image", "label"]), num_workers=2)
     assert len(lines(calls)) == 10  # the second pass read every entry from disk
     assert all(a[0] == b[0] and np.array_equal(a[1], b[1]) for a, b in zip(first, again))
@@ -193,32 +195,32 @@ def test_epochs_resume_mid_epoch_in_the_same_order(cache_root):
     assert epoch_order(resumed, workers=2) == full[6:]
     resumed.set_epoch(2)  # the epoch already set: stays at the loaded position
     assert epoch_order(resumed, workers=0) == full[6:]
-    resumed.set_epoch(3)
-    assert sorted(epoch_order(resumed, workers=2)) == sorted(epoch_order(make_epoch(make, 3), workers=0))
+    resumed.set_epoch(3)  # another epoch: from its start
+    fresh = make()
+    fresh.set_epoch(3)
+    assert epoch_order(resumed, workers=2) == epoch_order(fresh, workers=0) != full
     other = pipeline.to_torch(["id", "image"], shuffle=True, seed=2, rank=1, world_size=2)
     with pytest.raises(InvalidArgument, match="seed"):
         other.load_state_dict(state)
 
 
-def make_epoch(make, epoch):
-    data = make()
-    data.set_epoch(epoch)
-    return data
-
-
 def test_set_epoch_reaches_persistent_workers(cache_root):
     pipeline = cached(cache_root, n=8)
+    expected = []
+    for epoch in range(3):
+        data = pipeline.to_torch(["id", "image"], shuffle=True, seed=3, batch_size=2)
+        data.set_epoch(epoch)
+        expected.append(epoch_order(data, workers=0, batch_size=2))
+    assert expected[0] != expected[1] != expected[2]
     for context in ("fork", "spawn"):
         data = pipeline.to_torch(["id", "image"], shuffle=True, seed=3, batch_size=2)
         loader = DataLoader(data, batch_size=2, num_workers=2, persistent_workers=True,
                             multiprocessing_context=context)
         orders = []
         for epoch in range(3):
-            data.set_epoch(epoch)
+            data.set_epoch(epoch)  # the workers started in epoch 0 and live on
             orders.append([key for ids, _ in loader for key in ids])
-        for epoch, order in enumerate(orders):
-            assert order == epoch_order(make_epoch(lambda: data, epoch), workers=0, batch_size=2), context
-        assert orders[0] != orders[1] != orders[2]
+        assert orders == expected, context
 
 
 def test_errors_name_the_argument_and_the_fix(cache_root):
