@@ -86,9 +86,11 @@ def _open_hdf5(worker_id):
 def test_no_hdf5_handle_is_open_in_the_parent_when_workers_fork(cache_root, tmp_path, monkeypatch):
     import h5py
 
-    pipeline = cached(cache_root)
+    writer = cached(cache_root).to_torch("image")
+    writer[0], writer[1]  # entries written in the parent
+    pipeline = cached(cache_root)  # a new RAM cache: the parent reads those entries from disk
     data = pipeline.to_torch(["id", "image"])
-    for i in (0, 1, 1, 2):  # in the parent: misses written, then hits read
+    for i in (0, 1, 2):  # two disk hits, one miss written
         data[i]
     assert h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE) == 0
     report = tmp_path / "handles.txt"
