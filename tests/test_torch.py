@@ -243,3 +243,30 @@ def test_import_connectome_dask_does_not_import_torch():
     code = "import sys, connectome_dask; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+RANK_SCRIPT = """
+import os, sys
+import torch.distributed as dist
+from torch_layers import cached
+
+dist.init_process_group("gloo", init_method="env://")
+data = cached(sys.argv[1], n=9).to_torch("id", shuffle=True, seed=4)
+print(data.rank, data.world_size, len(data), *data)
+dist.destroy_process_group()
+"""
+
+
+def test_epochs_take_rank_and_world_size_from_torch_distributed(cache_root):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
+    procs = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, cache_root], stdout=subprocess.PIPE, text=True,
+                              env=dict(env, RANK=str(rank))) for rank in (0, 1)]
+    outs = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert [out[:3] for out in outs] == [["0", "2", "5"], ["1", "2", "5"]]  # 9 ids padded to 10
+    assert sorted(set(outs[0][3:] + outs[1][3:])) == sorted(Volumes(n=9).ids)
