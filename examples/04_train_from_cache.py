@@ -1,6 +1,6 @@
 """Train from the cache: the MRI pipeline persisted, then one epoch of a tiny 3D CNN fed by ``to_torch``.
 
-    python examples/04_train_from_cache.py [CACHE_ROOT] [--epochs N]
+    python examples/04_train_from_cache.py [CACHE_ROOT] [--epochs N]      # needs connectome_dask[torch]
 
 The pipeline is the main job's (``examples/mri.py``: ``MRI >> Zoom >> Normalize >> Crop``, cached with
 ``CacheToDisk``), persisted in parallel on the embedded local cluster; that cluster is then closed, which
