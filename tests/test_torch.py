@@ -270,3 +270,22 @@ def test_epochs_take_rank_and_world_size_from_torch_distributed(cache_root):
     assert [p.returncode for p in procs] == [0, 0]
     assert [out[:3] for out in outs] == [["0", "2", "5"], ["1", "2", "5"]]  # 9 ids padded to 10
     assert sorted(set(outs[0][3:] + outs[1][3:])) == sorted(Volumes(n=9).ids)
+
+
+def test_an_item_read_from_disk_costs_one_copy_of_the_array(cache_root):
+    import tracemalloc
+
+    from connectome_dask import CacheToDisk
+    from torch_layers import Big
+
+    (Big() >> CacheToDisk(cache_root, "volume")).volume("a")  # stored
+    data = (Big() >> CacheToDisk(cache_root, "volume")).to_torch("volume")
+    data[1]  # a miss, computed and stored: the reads below start warm
+    tracemalloc.start()
+    try:
+        volume = data[0]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(volume, Big().volume("a")) and volume.flags.owndata
+    assert volume.nbytes <= peak < 1.1 * volume.nbytes  # the array HDF5 reads into, and nothing else

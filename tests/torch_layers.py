@@ -27,3 +27,12 @@ class Volumes(Source):
 def cached(root, n=10, calls=""):
     """Volumes with ``image`` cached on disk at ``root`` and every field in RAM."""
     return Volumes(n=n, calls=calls) >> CacheToDisk(root, ["image"]) >> CacheToRam()
+
+
+class Big(Source):
+    @meta
+    def ids():
+        return ["a", "b"]
+
+    def volume(key):
+        return np.full((64, 64, 64), ord(key), np.float64)  # 2 MiB
