@@ -9,13 +9,18 @@ its paths listed in setup (``HashDigest`` gives each entry's token, the file's n
 Each loader is ``DataLoader(dataset, batch_size=4, num_workers=w)`` (``persistent_workers`` when
 ``w > 0``, the default start method, fork on Linux). The first epoch (worker start, the first access of
 each worker) is timed apart; then ``EPOCHS`` epochs are timed together: samples/s over all of them.
-Reads come from the page cache, so they measure the software, not the disk. Both sides run with
+``cpu_ms_per_sample`` is the CPU time of the loader's process and its workers over all epochs, worker
+start included, per sample: the cost of the software, which the load of other jobs on the machine
+changes far less than the wall-clock rates. Reads come from the page cache, so they measure the
+software, not the disk. Both sides run with
 the fixed malloc thresholds of ``common.steady_allocator`` (without them, which side faults its 4 MB
 arrays in afresh on every read depends on the process's history: 10 to 45,000 page faults per 5 epochs).
 """
 
+import gc
 import json
 import os
+import resource
 import tempfile
 import time
 
@@ -84,7 +89,14 @@ def epoch(loader):
     return count
 
 
+def cpu_seconds():
+    """User + system CPU time of this process and of its children that have exited."""
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+
+
 def measure(dataset, workers):
+    """(samples/s of the timed epochs, samples/s of the first epoch, CPU ms per sample over all epochs)."""
+    cpu = cpu_seconds()
     loader = DataLoader(dataset, batch_size=BATCH, num_workers=workers, persistent_workers=workers > 0)
     start = time.perf_counter()
     first = epoch(loader)
@@ -92,8 +104,9 @@ def measure(dataset, workers):
     start = time.perf_counter()
     count = sum(epoch(loader) for _ in range(EPOCHS))
     seconds = time.perf_counter() - start
-    del loader  # stops persistent workers
-    return count / seconds, first / first_s
+    del loader  # stops and joins the persistent workers: their CPU time is counted now
+    gc.collect()
+    return count / seconds, first / first_s, (cpu_seconds() - cpu) / (first + count) * 1e3
 
 
 def main():
@@ -111,9 +124,10 @@ def main():
     assert np.array_equal(image, pipelines.read_image(data, pipelines.volume_ids(data)[-1])) and mask.dtype == bool
     result = {}
     for workers in (2, 0):
-        steady, first = measure(dataset, workers)
+        steady, first, cpu = measure(dataset, workers)
         result[f"samples_per_s_{workers}_workers"] = steady
         result[f"first_epoch_samples_per_s_{workers}_workers"] = first
+        result[f"cpu_ms_per_sample_{workers}_workers"] = cpu
     report(result, a.json)
 
 
