@@ -107,3 +107,14 @@ def test_montage_without_matplotlib_is_a_valid_png(examples_path, tmp_path):
     assert montage.save(path, images, masks, [str(i) for i in range(5)], use_matplotlib=False) == "numpy"
     width, height, channels = read_png(path)
     assert (width, height, channels) == (4 * 80 + 5 * 4, 2 * 60 + 3 * 4, 3)  # tiles drawn at twice the size
+
+
+def test_training_example_trains_from_the_cache(tmp_path):
+    root = tmp_path / "cache"
+    out = run("examples/04_train_from_cache.py", str(root))
+    n = int(re.search(r"^(\d+) volumes", out, re.M).group(1))
+    assert f"persist: {n} computed, 0 already cached, 0 failed" in out
+    loss, rate = re.search(rf"^epoch 0: {n} samples, loss ([\d.]+), ([\d.]+) samples/s$", out, re.M).groups()
+    assert 0 < float(loss) < 1 and float(rate) > 0
+    listing = run("-m", "connectome_dask", "cache", str(root), "list")
+    assert re.search(rf"image: {n} entries", listing), listing

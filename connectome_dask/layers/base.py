@@ -130,6 +130,14 @@ class CallableLayer(Layer):
 
         return to_dask(self, fields, ids)
 
+    def to_torch(self, fields, ids=None, *, as_dict=False, shuffle=False, seed=0, rank=None, world_size=None,
+                 batch_size=1):
+        """A PyTorch dataset of fields × ids read through the caches; see :mod:`connectome_dask.training`."""
+        from ..training import to_torch
+
+        return to_torch(self, fields, ids, as_dict=as_dict, shuffle=shuffle, seed=seed, rank=rank,
+                        world_size=world_size, batch_size=batch_size)
+
     def _wrap(self, func, inputs, outputs=None, final=None):
         return self._decorate(inputs, outputs, final)(func)
 
