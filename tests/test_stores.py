@@ -205,8 +205,8 @@ def test_namedtuples_read_back_as_namedtuples_of_the_same_name_and_fields(tmp_pa
         assert loads(dumps(first)) == first and type(loads(dumps(first))).__name__ == "Visit"
     with h5py.File(store.path("f", TOKENS[0]), "r") as f:  # what another HDF5 reader sees
         node = f["value/0"]
-        assert (node.attrs["t"], node.attrs["name"], node.attrs["fields"]) == ("namedtuple", "Visit", "patient,when")
-        assert f["value/0/1"].attrs["t"] == "date" and f["value/0/1"][()].tobytes() == b"2020-01-02"
+        assert (node.attrs["t"], node.attrs["name"], node.attrs["fields"]) == (b"namedtuple", b"Visit", b"patient,when")
+        assert f["value/0/1"].attrs["t"] == b"date" and f["value/0/1"][()].tobytes() == b"2020-01-02"
 
 
 def test_zoned_datetimes_keep_their_zone_and_fold(tmp_path):
@@ -250,7 +250,7 @@ def test_plain_arrays_take_the_fast_path_and_match_the_general_encoding(tmp_path
         assert same(fast.get("f", TOKENS[i]), value) and same(general.get("f", TOKENS[i]), value)
         with h5py.File(fast.path("f", TOKENS[i]), "r") as a, h5py.File(general.path("f", TOKENS[i]), "r") as b:
             assert list(a.attrs["header"]) == list(b.attrs["header"])
-            assert dict(a["value"].attrs) == dict(b["value"].attrs) and a["value"].attrs["t"] == "array"
+            assert dict(a["value"].attrs) == dict(b["value"].attrs) and a["value"].attrs["t"] == b"array"
             assert (a["value"].dtype, a["value"].shape, a["value"].compression) == \
                    (b["value"].dtype, b["value"].shape, b["value"].compression)
 
