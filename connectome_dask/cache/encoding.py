@@ -103,7 +103,14 @@ def _is_native(dtype):
 
 
 def _dtype_text(dtype):
-    return dtype.str if dtype.fields is None else str(dtype.descr)
+    """The dtype as the digest sees it: byte order, kind and size, for a structured dtype its fields'
+    names, dtypes and offsets (h5py's metadata on a dtype read back does not count)."""
+    if dtype.subdtype is not None:
+        return f"{_dtype_text(dtype.subdtype[0])}{dtype.subdtype[1]}"
+    if dtype.fields is None:
+        return dtype.str
+    return str([(name, _dtype_text(dtype.fields[name][0]), dtype.fields[name][1]) for name in dtype.names]
+               + [dtype.itemsize])
 
 
 def _buffers(arr):

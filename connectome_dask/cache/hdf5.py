@@ -124,7 +124,8 @@ class HDF5Store(Store):
         return os.path.join(self.root, check_field_name(field), token[:1], token + ".h5")
 
     def contains(self, field, token):
-        return _mode(self.path(field, token)) is not None
+        mode = _mode(self.path(field, token))
+        return mode is not None and stat.S_ISREG(mode)
 
     def get(self, field, token):
         path = self.path(field, token)
