@@ -1,4 +1,4 @@
-"""Native HDF5 encoding of Python values, with exact types and a payload checksum.
+"""Native HDF5 encoding of Python values, with exact types and a digest.
 
 Every value becomes one HDF5 node (a dataset or a group) whose attribute ``t`` names its type:
 

@@ -20,7 +20,7 @@ Writes go to a temporary file in the entry's folder (``.<token>.<random>.tmp``),
 published with ``os.replace``: concurrent writers (threads, processes, dask workers on a shared
 file system) publish whole files only, the last one wins with identical content, and a writer
 killed at any moment leaves at most a temporary file, which readers never open (the CLI removes
-stale ones). Data is not fsynced: after an OS crash an entry may be lost or torn, and the checksum
+stale ones). Data is not fsynced: after an OS crash an entry may be lost or torn, and the digest
 turns a torn entry into a miss. Readers open with HDF5 file locking off (entries are immutable)
 and never keep handles. A corrupt entry (unreadable, truncated, digest mismatch, not a regular
 file) is a miss with one ``CacheWarning`` per field; a root that cannot be written (also a new one
@@ -111,8 +111,7 @@ class HDF5Store(Store):
             try:
                 _open_root(self.root)
             except _Unwritable as e:
-                self._warn(_cause(e.__cause__), f"cannot create the cache root {self.root} ({e.__cause__}); values "
-                                                 "are computed but not stored", stacklevel=3)
+                self._warn(_cause(e.error), f"{e}; values are computed but not stored", stacklevel=3)
 
     def __reduce__(self):
         return _store, (self.root, self.compression, self.serializer)
@@ -382,8 +381,12 @@ def _scandir(path):
         return []
 
 
-class _Unwritable(Exception):
-    """The root cannot be created on its file system (raised from the ``OSError``)."""
+class _Unwritable(StoreError):
+    """A new root cannot be created on its file system (``HDF5Store`` then computes without storing)."""
+
+    def __init__(self, root, error):
+        super().__init__(f"cannot create the cache root {root} ({error})")
+        self.error = error
 
 
 def _open_root(root):
@@ -402,7 +405,7 @@ def _open_root(root):
         raise StoreError(f"cannot use {root} as a cache root: {above} is a file, not a folder; choose a folder "
                          "(new or empty) as the cache root") from None
     except OSError as e:
-        raise _Unwritable() from e
+        raise _Unwritable(root, e) from e
     if not _is_layout(root):
         others = sorted(n for n in os.listdir(root) if not _is_marker_tmp(n))
         if os.path.lexists(marker):
@@ -478,4 +481,4 @@ def _write_marker(root, required=True):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if required and not os.path.exists(marker):
-            raise _Unwritable() from e
+            raise _Unwritable(root, e) from e
