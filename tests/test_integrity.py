@@ -390,3 +390,17 @@ def test_a_new_root_on_a_read_only_file_system_computes_with_one_warning(tmp_pat
         "values are computed but not stored"]
     assert counter.count("value") == 3 and not (tmp_path / "ro").exists()
 
+
+
+def test_a_crafted_entry_of_variable_length_data_is_a_miss_without_reading_it(tmp_path):
+    store = HDF5Store(tmp_path / "root")
+    store.set("f", TOKENS[0], "text")
+    store.set("f", TOKENS[1], np.arange(3))
+    for token in TOKENS[:2]:
+        with h5py.File(store.path("f", token), "r+") as f:
+            attrs = dict(f["value"].attrs)
+            del f["value"]
+            f["value"] = np.array(["text"], dtype=h5py.string_dtype())  # kept in the global heap
+            f["value"].attrs.update(attrs)
+    assert "variable-length data" in assert_warned_miss(store, "f", TOKENS[0])  # the general decoder
+    assert "not a plain array" in assert_warned_miss(HDF5Store(store.root), "f", TOKENS[1])  # the fast path

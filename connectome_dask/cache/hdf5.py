@@ -360,10 +360,12 @@ def _read(path, field, token, allow_pickle):
         if not header[1]:
             return decode(fid, field, token, header[2:], allow_pickle)
         dataset = h5py.h5d.open(fid, b"value")
+        if dataset.dtype.fields is not None or dataset.dtype.hasobject:
+            raise StorageCorruption("the plain flag on a dataset that is not a plain array")
         value = np.empty(dataset.shape, dataset.dtype)
         if value.size:
             dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
-        if value.dtype.fields is not None or not np.array_equal(_digest_array(field, token, value), header[2:]):
+        if not np.array_equal(_digest_array(field, token, value), header[2:]):
             raise StorageCorruption("digest mismatch")
         return value
     finally:
