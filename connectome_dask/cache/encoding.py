@@ -142,6 +142,9 @@ class Digest:
         """The digest as two uint64 words, as stored in the header."""
         return np.frombuffer(self._hash.digest(), "<u8")
 
+    def matches(self, words):
+        return self._hash.digest() == words.astype("<u8", copy=False).tobytes()
+
 
 def plain_array(value):
     """An array subclass (``np.memmap``, ``np.matrix``) as the plain ``np.ndarray`` it views; other
@@ -401,6 +404,6 @@ def decode(fid, field, token, digest, allow_pickle=False):
     ``digest`` (two uint64 words) before it is built."""
     decoder = Decoder(field, token, allow_pickle)
     node = decoder.load(decoder.h5.h5o.open(fid, b"value"))
-    if not np.array_equal(decoder.digest.words(), digest):
+    if not decoder.digest.matches(digest):
         raise StorageCorruption("digest mismatch")
     return decoder.build(node)

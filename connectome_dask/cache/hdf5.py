@@ -245,7 +245,7 @@ def _write_encoded(tmp, value, field, token, compression, allow_pickle):
 
 
 def _digest_array(field, token, arr):
-    return Digest(field, token).dataset("array", {}, arr).words()
+    return Digest(field, token).dataset("array", {}, arr)
 
 
 def _write_plain(tmp, value, field, token):
@@ -275,7 +275,7 @@ def _write_plain(tmp, value, field, token):
         tag.write(np.array(b"array", "S5"))
         digest = _digest_array(field, token, arr) if digest is None else digest.result()
         header = h5py.h5a.create(fid, b"header", _types()["header"], h5s.create_simple((4,)))
-        header.write(_header(digest, True))
+        header.write(_header(digest.words(), True))
         del tag, header, dataset
     finally:
         fid.close()
@@ -285,9 +285,12 @@ _TYPES = {}
 
 
 def _types():
+    """HDF5 types and the readers' file access property list, made once per process."""
     if not _TYPES:
         h5py = _h5py()
-        _TYPES.update(tag=h5py.h5t.py_create(np.dtype("S5")), header=h5py.h5t.py_create(np.dtype("<u8")))
+        read = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        read.set_file_locking(False, True)
+        _TYPES.update(tag=h5py.h5t.py_create(np.dtype("S5")), header=h5py.h5t.py_create(np.dtype("<u8")), read=read)
     return _TYPES
 
 
@@ -341,10 +344,8 @@ def _read(path, field, token, allow_pickle):
     overhead); a plain uncompressed array (the common case) is read without the general decoder.
     Every read verifies the digest before the value is returned."""
     h5py = _h5py()
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_file_locking(False, True)
     try:
-        fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=fapl)
+        fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=_types()["read"])
     except OSError:
         if not os.path.exists(path):
             raise FileNotFoundError(path) from None
@@ -365,7 +366,7 @@ def _read(path, field, token, allow_pickle):
         value = np.empty(dataset.shape, dataset.dtype)
         if value.size:
             dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
-        if not np.array_equal(_digest_array(field, token, value), header[2:]):
+        if not _digest_array(field, token, value).matches(header[2:]):
             raise StorageCorruption("digest mismatch")
         return value
     finally:
