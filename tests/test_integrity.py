@@ -404,3 +404,15 @@ def test_a_crafted_entry_of_variable_length_data_is_a_miss_without_reading_it(tm
             f["value"].attrs.update(attrs)
     assert "variable-length data" in assert_warned_miss(store, "f", TOKENS[0])  # the general decoder
     assert "not a plain array" in assert_warned_miss(HDF5Store(store.root), "f", TOKENS[1])  # the fast path
+
+
+def test_listing_tolerates_entries_deleted_while_it_runs(tmp_path):
+    store = HDF5Store(tmp_path / "root")
+    for token in TOKENS[:3]:  # one fan-out folder: listed at once, each entry stat'ed as it is reached
+        store.set("f", token, 1)
+    listing = store.entries()
+    first = next(listing)
+    for token in TOKENS[:3]:
+        if token != first[1]:
+            store.delete("f", token)  # a concurrent `cache delete`
+    assert list(listing) == []
