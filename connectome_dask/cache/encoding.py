@@ -303,7 +303,7 @@ class Decoder:
         if tag in _CONTAINERS:
             n = len(obj)
             self.digest.group(tag, attrs, n)
-            names = [f"k{i // 2}" if i % 2 == 0 else f"v{i // 2}" for i in range(n)] if tag == "dict" else map(str, range(n))
+            names = [f"{'kv'[i % 2]}{i // 2}" for i in range(n)] if tag == "dict" else map(str, range(n))
             return tag, attrs, [self.load(self.h5.h5o.open(obj, name.encode()), depth + 1) for name in names]
         if obj.dtype.hasobject:  # variable-length data lives in HDF5's unchecksummed global heap
             raise StorageCorruption("a dataset of variable-length data, which this format does not write")

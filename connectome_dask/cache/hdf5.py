@@ -24,7 +24,8 @@ stale ones). Data is not fsynced: after an OS crash an entry may be lost or torn
 turns a torn entry into a miss. Readers open with HDF5 file locking off (entries are immutable)
 and never keep handles. A corrupt entry (unreadable, truncated, digest mismatch, not a regular
 file) is a miss with one ``CacheWarning`` per field; a root that cannot be written (also a new one
-on a read-only file system) degrades to computing, with one warning per cause. Root creation is itself atomic (the marker is written through a temporary file).
+on a read-only file system) degrades to computing, with one warning per cause. Root creation is
+itself atomic (the marker is written through a temporary file).
 
 Folders are made on demand by the writer that needs them, so nothing touches the root once a call
 returns (``shutil.rmtree(root)`` right after use is safe). A root whose marker is gone but whose
@@ -166,7 +167,8 @@ class HDF5Store(Store):
                 if not published and os.path.exists(tmp):
                     os.unlink(tmp)
         except OSError as e:
-            self._warn(_cause(e), f"cannot write to the cache root {self.root} ({e}); values are computed but not stored")
+            self._warn(_cause(e), f"cannot write to the cache root {self.root} ({e}); values are computed but "
+                                  "not stored")
 
     def _make_folder(self, folder):
         """Create an entry's folder (and the root, if it was removed under us: its marker too)."""
