@@ -416,3 +416,12 @@ def test_listing_tolerates_entries_deleted_while_it_runs(tmp_path):
         if token != first[1]:
             store.delete("f", token)  # a concurrent `cache delete`
     assert list(listing) == []
+
+
+def test_folders_that_cannot_be_fields_are_not_listed(tmp_path):
+    store = HDF5Store(tmp_path / "root")
+    store.set("f", TOKENS[0], 1)
+    planted = tmp_path / "root" / ".hidden" / "0"
+    planted.mkdir(parents=True)
+    shutil.copyfile(store.path("f", TOKENS[0]), planted / f"{TOKENS[0]}.h5")
+    assert [(field, token) for field, token, *_ in store.entries()] == [("f", TOKENS[0])]

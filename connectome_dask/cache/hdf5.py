@@ -71,24 +71,28 @@ def check_field_name(name, layer="HDF5Store"):
     """``name`` if it can be the folder of a field in a root, else ``FieldNameError`` (from ``layer``)."""
     if type(name) is str and name in _GOOD_NAMES:
         return name
-    if not isinstance(name, str):
-        problem = f"it is a {type(name).__name__}, not a str"
-    elif name in ("", ".", "..") or name.startswith("."):
-        problem = "it is empty or starts with '.'"
-    elif "/" in name or "\\" in name or "\0" in name:
-        problem = "it contains '/', '\\' or a NUL character"
-    elif name == MARKER:
-        problem = "it is the name of the root's marker file"
-    else:
-        try:
-            problem = None if len(os.fsencode(name)) <= MAX_NAME_BYTES else f"it is longer than {MAX_NAME_BYTES} bytes"
-        except UnicodeError:
-            problem = "it cannot be encoded as a file name"
+    problem = _name_problem(name)
     if problem:
         raise FieldNameError(f"{layer}: the field name {name!r} cannot name a folder of the cache root ({problem}); "
                              "cache fields whose names are plain identifiers")
     _GOOD_NAMES.add(name)
     return name
+
+
+def _name_problem(name):
+    """Why ``name`` cannot be the folder of a field, or None."""
+    if not isinstance(name, str):
+        return f"it is a {type(name).__name__}, not a str"
+    if name in ("", ".", "..") or name.startswith("."):
+        return "it is empty or starts with '.'"
+    if "/" in name or "\\" in name or "\0" in name:
+        return "it contains '/', '\\' or a NUL character"
+    if name == MARKER:
+        return "it is the name of the root's marker file"
+    try:
+        return None if len(os.fsencode(name)) <= MAX_NAME_BYTES else f"it is longer than {MAX_NAME_BYTES} bytes"
+    except UnicodeError:
+        return "it cannot be encoded as a file name"
 
 
 def _h5py():
@@ -182,9 +186,10 @@ class HDF5Store(Store):
             warnings.warn(message, CacheWarning, stacklevel=stacklevel)
 
     def entries(self):
-        """``(field, token, path, size, mtime)`` of every entry, without opening any file."""
+        """``(field, token, path, size, mtime)`` of every entry, without opening any file (folders that
+        cannot be fields are not listed)."""
         for field in _scandir(self.root):
-            if not field.is_dir():
+            if not field.is_dir() or _name_problem(field.name):
                 continue
             for prefix in _scandir(field.path):
                 if not prefix.is_dir():
