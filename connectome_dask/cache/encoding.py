@@ -41,7 +41,7 @@ children) and its payload bytes (a structured dtype's field by field, so padding
 It is stored in the file's root attribute ``header`` and verified before any payload is
 interpreted: an entry copied from another key or field, re-typed, reshaped, truncated or with any
 flipped bit is a miss. xxh3-128 was measured at ~0.15 ms for 4 MB on this 2-core VM (the previous
-sum/xor checksum: ~0.30 ms, blake2b: ~4.5 ms), and it releases the GIL. It detects corruption,
+sum/xor checksum: ~0.30 ms, blake2b: ~4.5 ms). It detects corruption,
 it is not a signature: whoever can write the root can forge entries.
 
 What could be written but not read back exactly is refused with ``SerializationError`` when
