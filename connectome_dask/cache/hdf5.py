@@ -260,6 +260,7 @@ def _write_plain(tmp, value, field, token):
     h5py = _h5py()
     h5f, h5p, h5s, h5t = h5py.h5f, h5py.h5p, h5py.h5s, h5py.h5t
     arr = np.require(value, requirements="C")
+    digest = _digest_array(field, token, arr)
     fapl = h5p.create(h5p.FILE_ACCESS)
     fapl.set_file_locking(False, True)
     fapl.set_libver_bounds(h5f.LIBVER_LATEST, h5f.LIBVER_LATEST)
@@ -274,7 +275,6 @@ def _write_plain(tmp, value, field, token):
             dataset.write(h5s.ALL, h5s.ALL, arr)
         tag = h5py.h5a.create(dataset, b"t", _types()["tag"], h5s.create(h5s.SCALAR))
         tag.write(np.array(b"array", "S5"))
-        digest = _digest_array(field, token, arr)
         header = h5py.h5a.create(fid, b"header", _types()["header"], h5s.create_simple((4,)))
         header.write(_header(digest.words(), True))
         del tag, header, dataset
