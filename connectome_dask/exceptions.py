@@ -15,6 +15,7 @@ __all__ = [
     "GraphError",
     "DependencyError",
     "UnknownField",
+    "FieldNameError",
     "HashError",
     "HashingError",
     "SerializationError",
@@ -50,6 +51,10 @@ class DependencyError(GraphError):
 class UnknownField(FieldError, DependencyError):
     """``_decorate``/``_wrap`` name something that is not a field of the layer (a ``FieldError``, as
     in connectome; also the ``DependencyError`` raised before)."""
+
+
+class FieldNameError(FieldError, ValueError):
+    """A field name that cannot name a folder of a disk cache root (``"../x"``, ``"a/b"``, ``""``, NUL, too long)."""
 
 
 class HashError(ConnectomeError, RuntimeError):

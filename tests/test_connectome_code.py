@@ -308,7 +308,7 @@ def test_common_value_types_are_stored_natively(zoo, tmp_path):
         with h5py.File(path, "r") as f:
             f.visit(lambda name, f=f: tags.add(f[name].attrs.get("t")))
             tags.add(f["value"].attrs["t"])
-    assert "pickle" not in tags and {"date", "datetime", "decimal", "uuid", "path", "timearray"} <= tags
+    assert b"pickle" not in tags and {b"date", b"datetime", b"decimal", b"uuid", b"path", b"timearray"} <= tags
 
 
 def test_a_namedtuple_reads_back_without_importing_the_users_module(zoo, tmp_path):

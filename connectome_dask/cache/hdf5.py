@@ -2,53 +2,95 @@
 
 Layout of a root::
 
-    root/connectome_dask.json          format marker {"format": "connectome_dask.hdf5", "version": 1}
+    root/connectome_dask.json          format marker {"format": "connectome_dask.hdf5", "version": 2}
     root/<field>/<token[0]>/<token>.h5
 
-An entry file holds the node ``value`` (see ``encoding``) and the root attribute ``header``
-(the checksum, and whether ``value`` is a plain array read by the fast path); any HDF5 tool (``h5ls``, ``h5py``, HDFView) can read it.
+An entry file holds the node ``value`` (see ``encoding``) and the root attribute ``header``, four
+uint64: the format version, whether ``value`` is a plain array read by the fast path, and the
+two words of the digest; any HDF5 tool (``h5ls``, ``h5py``, HDFView) can read it. Field names are
+checked (``check_field_name``) before they become folder names, so no entry lives outside the root.
+Only regular files are opened as entries (a FIFO or device at an entry's path is a miss).
+
+Format 1 (before the digest) kept type tags as variable-length strings in HDF5's unchecksummed
+global heap, where a flipped bit could hang a reader. Its entries are misses here (one
+``CacheWarning`` per field, then replaced); a root with a version-1 marker is used, and its marker
+upgraded, so processes of the older version refuse it instead of misreading new entries.
 
 Writes go to a temporary file in the entry's folder (``.<token>.<random>.tmp``), which is then
 published with ``os.replace``: concurrent writers (threads, processes, dask workers on a shared
 file system) publish whole files only, the last one wins with identical content, and a writer
 killed at any moment leaves at most a temporary file, which readers never open (the CLI removes
-stale ones). Data is not fsynced: after an OS crash an entry may be lost or torn, and the checksum
+stale ones). Data is not fsynced: after an OS crash an entry may be lost or torn, and the digest
 turns a torn entry into a miss. Readers open with HDF5 file locking off (entries are immutable)
-and never keep handles. A corrupt entry (unreadable, truncated, checksum mismatch) is a miss with
-one ``CacheWarning``; a root that cannot be written degrades to computing, with one warning per
-cause. Root creation is itself atomic (the marker is written through a temporary file).
+and never keep handles. A corrupt entry (unreadable, truncated, digest mismatch, not a regular
+file) is a miss with one ``CacheWarning`` per field; a root that cannot be written (also a new one
+on a read-only file system) degrades to computing, with one warning per cause. Root creation is
+itself atomic (the marker is written through a temporary file).
 
 Folders are made on demand by the writer that needs them, so nothing touches the root once a call
 returns (``shutil.rmtree(root)`` right after use is safe). A root whose marker is gone but whose
 contents are exactly this layout (``rm -rf root`` under a live pipeline, whose next writes remake
 folders) is recognised, and its marker restored, by the writer and by ``HDF5Store(root)``.
 
-Entries are read, and plain arrays (the common case) written, with h5py's low-level API; a helper
-thread per process checksums large arrays while HDF5 copies them into the file (the writer waits
-for it before it returns).
+Entries are read, and plain arrays (the common case) written, with h5py's low-level API. The
+digest is computed by the writer itself: a helper thread digesting while HDF5 copied the array
+(as the checksum of format 1 was) measured ~3% slower populating on this shared 2-core VM.
 """
 
-import concurrent.futures
+import contextlib
 import json
 import os
-import threading
+import stat
 import uuid
 import warnings
 
 import numpy as np
 
-from ..exceptions import CacheWarning, StorageCorruption, StoreError
-from .encoding import _NATIVE_KINDS, checksum_of, decode, encode, plain_array
+from ..exceptions import CacheWarning, FieldNameError, StorageCorruption, StoreError
+from .encoding import Digest, decode, encode, is_native, plain_array
 from .store import MISSING, Store
 
-__all__ = ["HDF5Store", "ForeignRoot", "MARKER"]
+__all__ = ["HDF5Store", "ForeignRoot", "MARKER", "check_field_name"]
 
 MARKER = "connectome_dask.json"
-FORMAT = {"format": "connectome_dask.hdf5", "version": 1}
+VERSION = 2
+FORMAT = {"format": "connectome_dask.hdf5", "version": VERSION}
+MAX_NAME_BYTES = 255  # a folder name on common file systems
 
 
 class ForeignRoot(StoreError, FileNotFoundError):
     """The folder holds files that are not a connectome_dask cache."""
+
+
+_GOOD_NAMES = set()
+
+
+def check_field_name(name, layer="HDF5Store"):
+    """``name`` if it can be the folder of a field in a root, else ``FieldNameError`` (from ``layer``)."""
+    if type(name) is str and name in _GOOD_NAMES:
+        return name
+    problem = _name_problem(name)
+    if problem:
+        raise FieldNameError(f"{layer}: the field name {name!r} cannot name a folder of the cache root ({problem}); "
+                             "cache fields whose names are plain identifiers")
+    _GOOD_NAMES.add(name)
+    return name
+
+
+def _name_problem(name):
+    """Why ``name`` cannot be the folder of a field, or None."""
+    if not isinstance(name, str):
+        return f"it is a {type(name).__name__}, not a str"
+    if name in ("", ".", "..") or name.startswith("."):
+        return "it is empty or starts with '.'"
+    if "/" in name or "\\" in name or "\0" in name:
+        return "it contains '/', '\\' or a NUL character"
+    if name == MARKER:
+        return "it is the name of the root's marker file"
+    try:
+        return None if len(os.fsencode(name)) <= MAX_NAME_BYTES else f"it is longer than {MAX_NAME_BYTES} bytes"
+    except UnicodeError:
+        return "it cannot be encoded as a file name"
 
 
 def _h5py():
@@ -69,7 +111,10 @@ class HDF5Store(Store):
         self._policy = as_policy(serializer)
         self._warned = set()
         if create:
-            _open_root(self.root)
+            try:
+                _open_root(self.root)
+            except _Unwritable as e:
+                self._warn(_cause(e.error), f"{e}; values are computed but not stored", stacklevel=3)
 
     def __reduce__(self):
         return _store, (self.root, self.compression, self.serializer)
@@ -78,22 +123,26 @@ class HDF5Store(Store):
         return f"HDF5Store({self.root!r})"
 
     def path(self, field, token):
-        return os.path.join(self.root, field, token[:1], token + ".h5")
+        return os.path.join(self.root, check_field_name(field), token[:1], token + ".h5")
 
     def contains(self, field, token):
-        return os.path.exists(self.path(field, token))
+        mode = _mode(self.path(field, token))
+        return mode is not None and stat.S_ISREG(mode)
 
     def get(self, field, token):
         path = self.path(field, token)
-        if not os.path.exists(path):  # a stat: ~5 us, where HDF5 takes ~50 us to fail opening a missing file
+        mode = _mode(path)  # a stat: ~5 us, where HDF5 takes ~50 us to fail opening a missing file
+        if mode is None:
             return MISSING
         try:
-            return _read(path, self._policy.allow_pickle)
+            if not stat.S_ISREG(mode):
+                raise StorageCorruption("not a regular file")
+            return _read(path, field, token, self._policy.allow_pickle)
         except FileNotFoundError:
             return MISSING
         except Exception as e:  # noqa: BLE001 - any unreadable entry is a miss, never a crash
-            self._warn(("corrupt", field), f"cache entry {path} of field {field!r} is corrupt ({type(e).__name__}: "
-                                           f"{e}); it is recomputed and replaced")
+            self._warn(("corrupt", field), f"cache entry {path} of field {field!r} is corrupt or stale "
+                                           f"({type(e).__name__}: {e}); it is recomputed and replaced")
             return MISSING
 
     def set(self, field, token, value, each=False):
@@ -111,41 +160,45 @@ class HDF5Store(Store):
             published = False
             try:
                 if _is_plain(value, compression):
-                    _write_plain(tmp, value)
+                    _write_plain(tmp, value, field, token)
                 else:
-                    _write_encoded(tmp, value, field, compression, self._policy.allow_pickle)
+                    _write_encoded(tmp, value, field, token, compression, self._policy.allow_pickle)
                 os.replace(tmp, path)
                 published = True
             finally:
                 if not published and os.path.exists(tmp):
                     os.unlink(tmp)
         except OSError as e:
-            self._warn(("write", type(e).__name__, e.errno),
-                       f"cannot write to the cache root {self.root} ({e}); values are computed but not stored")
+            self._warn(_cause(e), f"cannot write to the cache root {self.root} ({e}); values are computed but "
+                                  "not stored")
 
     def _make_folder(self, folder):
         """Create an entry's folder (and the root, if it was removed under us: its marker too)."""
         os.makedirs(folder, exist_ok=True)
         if not os.path.exists(os.path.join(self.root, MARKER)) and _is_layout(self.root):
-            _write_marker(self.root)
+            _write_marker(self.root, required=False)
 
-    def _warn(self, cause, message):
+    def _warn(self, cause, message, stacklevel=4):
         if cause not in self._warned:
             self._warned.add(cause)
-            warnings.warn(message, CacheWarning, stacklevel=4)
+            warnings.warn(message, CacheWarning, stacklevel=stacklevel)
 
     def entries(self):
-        """``(field, token, path, size, mtime)`` of every entry, without opening any file."""
+        """``(field, token, path, size, mtime)`` of every entry, without opening any file (folders that
+        cannot be fields are not listed)."""
         for field in _scandir(self.root):
-            if not field.is_dir():
+            if not field.is_dir() or _name_problem(field.name):
                 continue
             for prefix in _scandir(field.path):
                 if not prefix.is_dir():
                     continue
                 for entry in _scandir(prefix.path):
                     if entry.name.endswith(".h5") and not entry.name.startswith("."):
-                        stat = entry.stat()
-                        yield field.name, entry.name[:-3], entry.path, stat.st_size, stat.st_mtime
+                        try:
+                            info = entry.stat()
+                        except FileNotFoundError:  # deleted while listed
+                            continue
+                        yield field.name, entry.name[:-3], entry.path, info.st_size, info.st_mtime
 
     def temporaries(self):
         """Paths of temporary files left by killed writers."""
@@ -156,7 +209,7 @@ class HDF5Store(Store):
                         yield from (e.path for e in _scandir(prefix.path) if e.name.endswith(".tmp"))
 
     def verify(self, field, token):
-        """Whether the entry reads back with a valid checksum."""
+        """Whether the entry reads back with a valid digest."""
         self._warned.add(("corrupt", field))  # verification reports, it does not warn
         return self.get(field, token) is not MISSING
 
@@ -167,27 +220,47 @@ class HDF5Store(Store):
             pass
 
 
+def _mode(path):
+    """The file type and mode bits of ``path`` (symlinks followed), None if there is nothing."""
+    try:
+        return os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _cause(error):
+    """The key under which a failure to write is warned about once."""
+    return "write", type(error).__name__, error.errno
+
+
 def _is_plain(value, compression):
     """Whether ``value`` is stored as one uncompressed array dataset (the fast write and read paths)."""
-    return (type(value) is np.ndarray and value.dtype.kind in _NATIVE_KINDS and value.dtype.fields is None
-            and not (compression and value.ndim and value.nbytes >= 4096))
+    return (type(value) is np.ndarray and value.dtype.fields is None and is_native(value.dtype)
+            and value.ndim <= 32 and not (compression and value.ndim and value.nbytes >= 4096))
 
 
-def _write_encoded(tmp, value, field, compression, allow_pickle):
+def _header(digest, plain):
+    return np.array([VERSION, int(plain), *digest], np.uint64)
+
+
+def _write_encoded(tmp, value, field, token, compression, allow_pickle):
     with _h5py().File(tmp, "w", locking=False, libver="latest") as f:
-        checksum, plain = encode(f, value, field, compression, allow_pickle)
-        f.attrs["header"] = np.array([checksum, int(plain)], np.int64)
+        digest, plain = encode(f, value, field, token, compression, allow_pickle)
+        f.attrs["header"] = _header(digest, plain)
 
 
-def _write_plain(tmp, value):
+def _digest_array(field, token, arr):
+    return Digest(field, token).dataset("array", {}, arr)
+
+
+def _write_plain(tmp, value, field, token):
     """Write a plain array entry with h5py's low-level API: the same file ``encode`` makes (the
-    dataset ``value`` with ``t="array"``, the root attribute ``header``), without the per-object
-    overhead of the high-level one. The checksum of a large array is computed by a helper thread
-    while HDF5 copies the array into the file (both release the GIL, they read the same memory)."""
+    dataset ``value`` with ``t=b"array"``, the root attribute ``header``), without the per-object
+    overhead of the high-level one."""
     h5py = _h5py()
     h5f, h5p, h5s, h5t = h5py.h5f, h5py.h5p, h5py.h5s, h5py.h5t
     arr = np.require(value, requirements="C")
-    pending = _background.submit(checksum_of, "array", arr) if arr.nbytes >= _BACKGROUND_CHECKSUM_BYTES else None
+    digest = _digest_array(field, token, arr)
     fapl = h5p.create(h5p.FILE_ACCESS)
     fapl.set_file_locking(False, True)
     fapl.set_libver_bounds(h5f.LIBVER_LATEST, h5f.LIBVER_LATEST)
@@ -200,11 +273,10 @@ def _write_plain(tmp, value):
         dataset = h5py.h5d.create(fid, b"value", h5t.py_create(arr.dtype, logical=1), space, dcpl=dcpl)
         if arr.size:
             dataset.write(h5s.ALL, h5s.ALL, arr)
-        tag = h5py.h5a.create(dataset, b"t", _types()["str"], h5s.create(h5s.SCALAR))
-        tag.write(np.array("array", dtype=h5py.string_dtype()))
-        checksum = checksum_of("array", arr) if pending is None else pending.result()
-        header = h5py.h5a.create(fid, b"header", _types()["int64"], h5s.create_simple((2,)))
-        header.write(np.array([checksum, 1], np.int64))
+        tag = h5py.h5a.create(dataset, b"t", _types()["tag"], h5s.create(h5s.SCALAR))
+        tag.write(np.array(b"array", "S5"))
+        header = h5py.h5a.create(fid, b"header", _types()["header"], h5s.create_simple((4,)))
+        header.write(_header(digest.words(), True))
         del tag, header, dataset
     finally:
         fid.close()
@@ -214,84 +286,44 @@ _TYPES = {}
 
 
 def _types():
+    """HDF5 types and the readers' file access property list, made once per process."""
     if not _TYPES:
         h5py = _h5py()
-        _TYPES.update(str=h5py.h5t.py_create(h5py.string_dtype(), logical=True),
-                      int64=h5py.h5t.py_create(np.dtype("<i8")))
+        read = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        read.set_file_locking(False, True)
+        _TYPES.update(tag=h5py.h5t.py_create(np.dtype("S5")), header=h5py.h5t.py_create(np.dtype("<u8")), read=read)
     return _TYPES
 
 
-_BACKGROUND_CHECKSUM_BYTES = 1 << 20  # below this, handing the work to a thread costs what it saves
-
-
-class _Background:
-    """One daemon helper thread per process, started on first use (again in a forked child), for
-    work that overlaps with the caller's: checksums of arrays being written, each awaited by its
-    writer. Jobs run in submission order. ``submit`` returns None if no thread can be started; the caller
-    then does the work itself."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._queue, self._pid = None, None
-
-    def submit(self, func, *args):
-        queue = self._queue
-        if queue is None or self._pid != os.getpid():
-            with self._lock:
-                if self._queue is None or self._pid != os.getpid():
-                    import queue as queues
-
-                    fresh = queues.SimpleQueue()
-                    try:
-                        threading.Thread(target=_serve, args=(fresh,), daemon=True,
-                                         name="connectome_dask-hdf5").start()
-                    except RuntimeError:  # interpreter shutting down, or no thread can be started
-                        return None
-                    self._queue, self._pid = fresh, os.getpid()
-                queue = self._queue
-        job = concurrent.futures.Future()
-        queue.put((job, func, args))
-        return job
-
-
-def _serve(queue):
-    while True:
-        job, func, args = queue.get()
-        try:
-            job.set_result(func(*args))
-        except BaseException as e:  # noqa: BLE001 - handed to the caller that waits for the job
-            job.set_exception(e)
-
-
-_background = _Background()
-
-
-def _read(path, allow_pickle):
+def _read(path, field, token, allow_pickle):
     """Decode an entry with h5py's low-level API (it saves most of the high-level one's per-object
-    overhead); a plain uncompressed array (the common case) is read without the general decoder."""
+    overhead); a plain uncompressed array (the common case) is read without the general decoder.
+    Every read verifies the digest before the value is returned."""
     h5py = _h5py()
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_file_locking(False, True)
     try:
-        fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=fapl)
+        fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=_types()["read"])
     except OSError:
         if not os.path.exists(path):
             raise FileNotFoundError(path) from None
         raise
     try:
         attr = h5py.h5a.open(fid, b"header")
-        header = np.empty(2, np.int64)
+        if attr.shape != (4,) or attr.dtype != np.uint64:
+            raise StorageCorruption("no header of format 2 (an entry of an older version?)")
+        header = np.empty(4, np.uint64)
         attr.read(header)
-        if header[1]:
-            dataset = h5py.h5d.open(fid, b"value")
-            value = np.empty(dataset.shape, dataset.dtype)
-            if value.size:
-                dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
-            checksum = checksum_of("array", value)
-        else:
-            value, checksum = decode(fid, allow_pickle)
-        if checksum != header[0]:
-            raise StorageCorruption("checksum mismatch")
+        if header[0] != VERSION or header[1] > 1:
+            raise StorageCorruption(f"a header of format {header[0]}, this version reads {VERSION}")
+        if not header[1]:
+            return decode(fid, field, token, header[2:], allow_pickle)
+        dataset = h5py.h5d.open(fid, b"value")
+        if dataset.dtype.fields is not None or dataset.dtype.hasobject:
+            raise StorageCorruption("the plain flag on a dataset that is not a plain array")
+        value = np.empty(dataset.shape, dataset.dtype)
+        if value.size:
+            dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
+        if not _digest_array(field, token, value).matches(header[2:]):
+            raise StorageCorruption("digest mismatch")
         return value
     finally:
         fid.close()
@@ -308,24 +340,68 @@ def _scandir(path):
         return []
 
 
+class _Unwritable(StoreError):
+    """A new root cannot be created on its file system (``HDF5Store`` then computes without storing)."""
+
+    def __init__(self, root, error):
+        super().__init__(f"cannot create the cache root {root} ({error})")
+        self.error = error
+
+
 def _open_root(root):
+    """Check (or make) the cache root: ``StoreError`` for what cannot be a root, ``_Unwritable``
+    for a new root on a file system that refuses it (the store then computes without storing)."""
+    if "\0" in root:
+        raise StoreError(f"the cache root {root!r} contains a NUL character; choose a path without one")
     marker = os.path.join(root, MARKER)
-    if os.path.exists(marker):
-        try:
-            with open(marker) as f:
-                found = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ForeignRoot(f"{root}: unreadable cache marker {MARKER} ({e})") from None
-        if found.get("format") != FORMAT["format"] or found.get("version", 0) > FORMAT["version"]:
-            raise ForeignRoot(f"{root} holds a cache of format {found}, this version reads {FORMAT}; "
-                              "use another root or upgrade connectome_dask")
+    if os.path.isfile(marker):
+        _check_marker(root, marker)
         return
-    os.makedirs(root, exist_ok=True)
+    try:
+        os.makedirs(root, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        above = next((p for p in _parents(root) if os.path.exists(p) and not os.path.isdir(p)), root)
+        raise StoreError(f"cannot use {root} as a cache root: {above} is a file, not a folder; choose a folder "
+                         "(new or empty) as the cache root") from None
+    except OSError as e:
+        raise _Unwritable(root, e) from e
     if not _is_layout(root):
         others = sorted(n for n in os.listdir(root) if not _is_marker_tmp(n))
-        raise ForeignRoot(f"{root} is not empty and is not a connectome_dask cache (found {others[:5]}); "
-                          "choose an empty or new folder as the cache root")
+        if os.path.lexists(marker):
+            hint = f"its marker {MARKER} is not a regular file; remove it if the folder is a cache root"
+        elif any(name.endswith(".h5") for _, _, names in os.walk(root) for name in names):
+            hint = (f"it may be a cache root whose marker {MARKER} is missing: write {json.dumps(FORMAT)} into it "
+                    "to keep the cache, or choose an empty or new folder")
+        else:
+            hint = "choose an empty or new folder as the cache root"
+        raise ForeignRoot(f"{root} is not empty and is not a connectome_dask cache (found {others[:5]}); {hint}")
     _write_marker(root)
+
+
+def _parents(path):
+    while os.path.dirname(path) != path:
+        yield path
+        path = os.path.dirname(path)
+
+
+def _check_marker(root, marker):
+    """Accept a marker of this format (an older version's is upgraded), else ``ForeignRoot``."""
+    fix = (f"if {root} is a connectome_dask cache, write {json.dumps(FORMAT)} into {marker}; else choose "
+           "another root")
+    try:
+        with open(marker) as f:
+            found = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ForeignRoot(f"{root}: unreadable cache marker {MARKER} ({e}); {fix}") from None
+    version = found.get("version") if isinstance(found, dict) else None
+    if not isinstance(found, dict) or found.get("format") != FORMAT["format"] or type(version) is not int:
+        raise ForeignRoot(f"{root}: the marker {MARKER} holds {json.dumps(found)[:100]}, not a connectome_dask "
+                          f"cache marker; {fix}")
+    if version > VERSION:
+        raise ForeignRoot(f"{root} holds a cache of format {found}, this version reads {FORMAT}; "
+                          "use another root or upgrade connectome_dask")
+    if version < VERSION:  # its entries are misses, replaced as they are recomputed (module docstring)
+        _write_marker(root, required=False)
 
 
 def _is_marker_tmp(name):
@@ -352,7 +428,8 @@ def _is_layout(root):
     return True
 
 
-def _write_marker(root):
+def _write_marker(root, required=True):
+    """Write the marker atomically; if that fails: ``_Unwritable`` if ``required`` and no marker is there."""
     marker = os.path.join(root, MARKER)
     tmp = os.path.join(root, f".{MARKER}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -360,5 +437,7 @@ def _write_marker(root):
             json.dump(FORMAT, f)
         os.replace(tmp, marker)
     except OSError as e:
-        if not os.path.exists(marker):
-            raise StoreError(f"cannot create the cache root {root}: {e}") from e
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if required and not os.path.exists(marker):
+            raise _Unwritable(root, e) from e

@@ -19,7 +19,7 @@ At chain construction each cache layer checks that no cached field has an ``@imp
 import threading
 import uuid
 
-from ..cache.hdf5 import HDF5Store
+from ..cache.hdf5 import HDF5Store, check_field_name
 from ..cache.memory import MemoryStore
 from ..cache.store import MISSING
 from ..hashing import combine
@@ -225,7 +225,9 @@ class CacheToDisk(CacheLayer):
         The cache root, created if needed. A folder holding anything but a cache raises
         :class:`~connectome_dask.cache.hdf5.ForeignRoot` (a ``FileNotFoundError``).
     names : str or list of str
-        Fields to cache. None caches nothing (connectome's rule); unknown names are ignored.
+        Fields to cache. None caches nothing (connectome's rule); unknown names are ignored. A name
+        that cannot be a folder name (``""``, ``".."``, ``"a/b"``, NUL, over 255 bytes) raises
+        :class:`~connectome_dask.exceptions.FieldNameError`.
     serializer : optional
         A :mod:`connectome_dask.serializers` policy or a sequence of them. Default: native HDF5
         types only (arrays, numbers, str, bytes, None, tuples/lists/dicts of them); anything else
@@ -262,6 +264,8 @@ class CacheToDisk(CacheLayer):
 
     def __init__(self, root, names=None, *, serializer=None, compression=None, impure=False, labels=None):
         super().__init__(names, impure)
+        for name in self._names or ():
+            check_field_name(name, "CacheToDisk")
         self._store = HDF5Store(root, compression=compression, serializer=serializer)
         self._options = dict(serializer=serializer, compression=compression, labels=labels)
 

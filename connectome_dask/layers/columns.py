@@ -11,7 +11,7 @@ memory. Field tokens are unchanged (the node is a ``Cached`` node, transparent t
 import math
 import threading
 
-from ..cache.hdf5 import HDF5Store
+from ..cache.hdf5 import HDF5Store, check_field_name
 from ..cache.store import MISSING
 from ..evaluate import Evaluation
 from ..exceptions import DependencyError
@@ -149,6 +149,8 @@ class CacheColumns(CacheLayer):
         if names is None:
             raise ValueError("CacheColumns: name the fields to cache (an empty list caches nothing)")
         super().__init__(names, impure)
+        for name in self._names:
+            check_field_name(name, "CacheColumns")
         if shard_size is not None and (isinstance(shard_size, bool) or shard_size == 1 or shard_size <= 0
                                        or not isinstance(shard_size, (int, float))):
             raise ValueError(f"CacheColumns: shard_size must be None, an int > 1 or a fraction, got {shard_size!r}")
