@@ -165,10 +165,48 @@ def thaw(payload):
     key = hashlib.blake2b(payload, digest_size=16).digest()
     obj = _THAWED.get(key)
     if obj is None:
-        cls, args, expected = pickle.loads(payload)
+        try:
+            cls, args, expected = pickle.loads(payload)
+        except ImportError as error:  # a module missing here: the task fails, the process lives
+            return Unloadable(payload, error)
         obj = cls(*args)
         obj._payload, obj._expected = payload, expected
         if len(_THAWED) >= _MEMO:
             _THAWED.clear()
         _THAWED[key] = obj
     return obj
+
+
+class Unloadable:
+    """A task function whose payload needs a module this process cannot import.
+
+    Unpickling never fails (a scheduler or worker that cannot deserialize a task loses its connection
+    and is restarted until dask gives up with ``KilledWorker``); calling it raises
+    ``ModuleNotFoundError`` naming the module and the process. It pickles as the payload again, so the
+    next process tries for itself."""
+
+    __slots__ = ("payload", "error")
+
+    def __init__(self, payload, error):
+        self.payload, self.error = payload, error
+
+    def __reduce__(self):
+        return thaw, (self.payload,)
+
+    def __call__(self, *args):
+        name = getattr(self.error, "name", None) or str(self.error)
+        raise ModuleNotFoundError(
+            f"module {name!r} is not importable on {_where()}, which cannot load the pipeline's code: install "
+            "it there (the same environment as the client), or, if it is your own code, make it importable "
+            "on the client so that it travels by value", name=name) from self.error
+
+
+def _where():
+    import socket
+
+    try:
+        from distributed import get_worker
+
+        return f"the worker {get_worker().address} (host {socket.gethostname()})"
+    except (ImportError, ValueError):
+        return f"this process (host {socket.gethostname()})"
