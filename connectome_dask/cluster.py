@@ -12,16 +12,28 @@ instead of ~1 s, with its imports, but a process that already ran dask work has 
 that a forked child cannot use: in the test suite such a child hung during start-up (about one
 run in ten), and a worker restarted after a crash is forked from a process full of threads.
 ``distributed`` is imported here, lazily, never at package import.
+
+The first call of a process pays for the cluster's start. To keep that short, the fork server is
+started before this process imports ``distributed`` and preloads, besides the script (``__main__``,
+as multiprocessing does), ``distributed`` and the heavy installed modules this process already
+imported (:data:`PRELOAD`), so each worker is forked with them imported; and
+``persist`` computes entries in the calling process until the workers are up (see
+:func:`will_start`). A script that would start the cluster from its top level outside
+``if __name__ == "__main__":`` is refused with :class:`~connectome_dask.exceptions.MainGuardError`
+before any worker starts (each worker imports the script again and would start a cluster of its own).
 """
 
+import ast
 import atexit
 import contextlib
+import inspect
 import os
 import sys
 import threading
 import warnings
 
-__all__ = ["resolve_client", "embedded_client", "close_embedded", "start_method", "QUIET_WORKERS"]
+__all__ = ["resolve_client", "will_start", "embedded_client", "close_embedded", "start_method", "QUIET_WORKERS",
+           "PRELOAD"]
 
 #: dask settings the embedded cluster starts with: no statistical profiler (it samples every thread
 #: 100 times a second for a dashboard the cluster does not have) and event-loop health checks once a
@@ -29,6 +41,11 @@ __all__ = ["resolve_client", "embedded_client", "close_embedded", "start_method"
 #: 2.7 %, each worker 3.3 % -> 1.3 %). For your own small ``LocalCluster``:
 #: ``with dask.config.set(QUIET_WORKERS): cluster = LocalCluster(...)``.
 QUIET_WORKERS = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s"}
+
+#: modules the fork server imports before it forks workers: ``distributed`` always, the others when the
+#: calling process has imported them (a worker then starts with them imported instead of importing them
+#: on its first task). Only modules whose import starts no thread: the fork server must stay single-threaded.
+PRELOAD = ("distributed", "numpy", "scipy.ndimage", "h5py", "pandas", "nibabel")
 
 _lock = threading.Lock()
 _embedded = {}
@@ -56,6 +73,25 @@ def resolve_client(client=None):
         return embedded_client()
 
 
+def will_start(client=None):
+    """Whether :func:`resolve_client` would start the embedded cluster now (no client given, no default
+    client, none running); raises :class:`~connectome_dask.exceptions.MainGuardError` if it could not."""
+    if client is not None or _embedded.get("client") is not None or _has_default_client():
+        return False
+    _check_main_guard()
+    return True
+
+
+def _has_default_client():
+    from distributed import default_client
+
+    try:
+        default_client()
+        return True
+    except ValueError:
+        return False
+
+
 def embedded_client():
     """The embedded local cluster's client, started on first use and reused afterwards.
 
@@ -73,6 +109,10 @@ def embedded_client():
         client = _embedded.get("client")
         if client is not None and client.status == "running":
             return client
+        _check_main_guard()
+        method = start_method()
+        if method == "forkserver":
+            _start_fork_server()
         from distributed import Client, LocalCluster
 
         workers = int(os.environ.get("CONNECTOME_DASK_WORKERS", os.cpu_count() or 1))
@@ -97,6 +137,58 @@ def start_method():
             raise ValueError(f"CONNECTOME_DASK_START_METHOD={method!r}: use fork, forkserver or spawn")
         return method
     return "forkserver" if sys.platform.startswith("linux") else None
+
+
+def _start_fork_server():
+    """Start multiprocessing's fork server now, preloading :data:`PRELOAD`, so that it imports them
+    while this process imports ``distributed`` and starts the scheduler."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    preload = ["__main__"] + [m for m in PRELOAD if m == "distributed" or m in sys.modules]
+    multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
+    forkserver.ensure_running()
+
+
+def _check_main_guard():
+    """Raise :class:`~connectome_dask.exceptions.MainGuardError` if the calling script runs this
+    at its top level outside ``if __name__ == "__main__":`` and the workers would import it again."""
+    if start_method() == "fork":
+        return
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    line, frame = None, inspect.currentframe()
+    while frame is not None:  # the outermost line of the script's top level that led here
+        if frame.f_code.co_name == "<module>" and frame.f_globals is getattr(main, "__dict__", None):
+            line = frame.f_lineno
+        frame = frame.f_back
+    if line is None or not path or not os.path.isfile(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_main_test(node.test) and node.lineno <= line <= node.end_lineno:
+            return
+    from .exceptions import MainGuardError
+
+    raise MainGuardError(
+        f"{path}, line {line}: persist starts the embedded cluster from the top level of the script, outside "
+        f"`if __name__ == \"__main__\":`. Its worker processes import the script again and would run that "
+        f"line too. Put the script's work under `if __name__ == \"__main__\":` (as for any dask or "
+        f"multiprocessing program).")
+
+
+def _is_main_test(test):
+    """Whether ``test`` is ``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    constants = [s.value for s in sides if isinstance(s, ast.Constant)]
+    return names == ["__name__"] and constants == ["__main__"]
 
 
 @contextlib.contextmanager

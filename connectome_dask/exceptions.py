@@ -20,6 +20,7 @@ __all__ = [
     "StorageCorruption",
     "StoreError",
     "PersistError",
+    "MainGuardError",
     "CacheWarning",
     "InvalidArgument",
     "UnknownKey",
@@ -77,6 +78,10 @@ class PersistError(ConnectomeError, RuntimeError):
 
     def __reduce__(self):
         return type(self), (self.args[0], self.report)
+
+
+class MainGuardError(ConnectomeError, RuntimeError):
+    """A script starts the embedded cluster from its top level without ``if __name__ == "__main__":``."""
 
 
 class InvalidArgument(ConnectomeError, TypeError, AssertionError):

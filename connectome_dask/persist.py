@@ -11,12 +11,17 @@ status per entry, so the client holds no arrays. Tasks are keyed
 ``f"{fields}-{token}"`` (the fields' names, then a token of the batch's entries), so the
 dashboard groups them by field.
 
+On the first call of a process, while the embedded cluster starts (~0.5 s on 2 cores), a thread of
+the calling process computes entries from the front of the ids (:class:`_Helper`); the workers get
+the rest as soon as they are up.
+
 The task catches the user's exception and returns it; a task lost with its worker is retried by
 dask, and if it still fails its id is reported as failed with that error. After the call
 ``computed + cached + len(failed)`` is the number of ids.
 """
 
 import dataclasses
+import threading
 import time
 
 from .allocator import restore as restore_heap, reuse_freed_memory
@@ -69,14 +74,21 @@ class _Failure:
 
 
 class PersistBatch:
-    """Task function: fill the caches of ``targets`` for a batch of entries; a status per entry."""
+    """Task function: fill the caches of ``targets`` for a batch of entries; a status per entry.
 
-    __slots__ = ("targets",)
+    It travels as the pickled ``targets`` and unpickles them when the task runs, so that a module the
+    pipeline needs and the worker lacks fails the task with an error naming the module and the
+    worker, instead of breaking the worker's connection to the scheduler (the worker is then
+    restarted and the task retried until dask gives up with ``KilledWorker``)."""
 
-    def __init__(self, targets):
-        self.targets = targets
+    __slots__ = ("targets", "payload")
+
+    def __init__(self, targets=None, payload=None):
+        self.targets, self.payload = targets, payload
 
     def __call__(self, keys):
+        if self.targets is None:
+            self.targets = _load(self.payload)
         reuse_freed_memory()  # see connectome_dask.allocator
         report, statuses = reporter(), []
         last = time.monotonic()
@@ -98,7 +110,33 @@ class PersistBatch:
         return "computed" if _computed(ev) else "cached"
 
     def __reduce__(self):
-        return PersistBatch, (self.targets,)
+        if self.payload is None:
+            import cloudpickle
+
+            self.payload = cloudpickle.dumps(self.targets)
+        return PersistBatch, (None, self.payload)
+
+
+def _load(payload):
+    import pickle
+
+    try:
+        return pickle.loads(payload)
+    except ImportError as error:
+        import socket
+
+        raise ModuleNotFoundError(
+            f"module {error.name!r} is not importable on the worker {_worker_address()} (host "
+            f"{socket.gethostname()}), which cannot load the pipeline", name=error.name) from error
+
+
+def _worker_address():
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return "process"
 
 
 def _computed(ev):
@@ -116,6 +154,31 @@ def _picklable(error):
         return error
     except Exception:  # noqa: BLE001
         return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+class _Helper:
+    """Entries from the front of ``ids`` computed on a thread of this process while the embedded cluster
+    starts; :meth:`stop` when the workers are up (the thread finishes the entry it is on)."""
+
+    def __init__(self, batch, ids):
+        self.batch, self.ids, self.statuses, self.taken = batch, ids, [], 0
+        self.lock, self.stopped = threading.Lock(), False
+        self.thread = threading.Thread(target=self._run, name="connectome_dask-persist-helper", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        for key in self.ids:
+            with self.lock:
+                if self.stopped:
+                    return
+                self.taken += 1
+            self.statuses.append(self.batch.entry(key))
+
+    def stop(self):
+        """The number of ids taken."""
+        with self.lock:
+            self.stopped = True
+            return self.taken
 
 
 def cached_nodes(pipeline, fields=None):
@@ -165,12 +228,23 @@ class PersistJob:
         blocking call would).
     """
 
-    def __init__(self, client, futures, batches, errors):
+    def __init__(self, client, futures, batches, errors, helper=None):
         self.client, self.futures, self.batches, self._errors = client, futures, batches, errors
-        self._restored = False
+        self._restored, self._helper = False, helper
+
+    def __repr__(self):
+        states = {}
+        for future in self.futures:
+            states[future.status] = states.get(future.status, 0) + 1
+        entries = sum(len(b) for b, f in zip(self.batches, self.futures) if f.status == "finished")
+        state = "running" if states.get("pending") else "done"
+        tasks = ", ".join(f"{n} {status}" for status, n in sorted(states.items()))
+        return (f"<PersistJob {state}: {entries}/{sum(map(len, self.batches))} entries in finished tasks; "
+                f"{len(self.futures)} tasks ({tasks or 'none'})>")
 
     def result(self, timeout=None, progress=False):
-        statuses = _collect(self.client, self.futures, [len(b) for b in self.batches], timeout, progress)
+        statuses = _collect(self.client, self.futures, [len(b) for b in self.batches], timeout, progress,
+                            self._helper)
         if self.futures and not self._restored:
             self._restored = True
             try:
@@ -178,6 +252,9 @@ class PersistJob:
             except Exception:  # noqa: BLE001 - best effort: a worker may be gone
                 pass
         report = PersistReport()
+        if self._helper is not None:
+            for key, status in zip(self._helper.ids, self._helper.statuses):
+                _count(report, key, status)
         for batch, future in zip(self.batches, self.futures):
             if future.key in statuses:
                 for key, status in zip(batch, statuses[future.key]):
@@ -238,10 +315,27 @@ def batches_of(ids, targets, slots):
 
 def _finish(report, errors):
     if report.failed and errors == "raise":
-        first = next(iter(report.failed.items()))
-        raise PersistError(f"{report}; first failure: id {first[0]!r}: {type(first[1]).__name__}: {first[1]}. "
-                           "Fix the field or pass errors='report'; see the .report attribute", report)
+        key, error = next(iter(report.failed.items()))
+        raise PersistError(f"{report}; first failure: id {key!r}: {type(error).__name__}: {error}. "
+                           f"{_advice(error)}; pass errors='report' to get the report instead, or see the "
+                           ".report attribute", report)
     return report
+
+
+def _advice(error):
+    """What to do about a failed entry: the environment (a module missing where the task ran) or the field."""
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    module = next((e.name for e in chain if isinstance(e, ImportError) and e.name), None)
+    if any("deserialization of the task graph" in str(e) for e in chain):
+        return (f"Module {module or '?'!r} is not importable on the scheduler, which loads every task: install "
+                "connectome_dask and the packages the pipeline uses there too, as on the workers (see docs/clusters.md)")
+    if module:
+        return (f"Install {module!r} on every worker, or put it on their PYTHONPATH, as on the client "
+                "(see docs/clusters.md)")
+    return "Fix the field"
 
 
 def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wait=True, progress=True):
@@ -308,15 +402,23 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
         raise ValueError(f"persist: errors must be 'raise' or 'report', got {errors!r}")
     names, targets = cached_nodes(pipeline, fields)
     ids = list(pipeline.ids if ids is None else ids)
-    from .cluster import resolve_client
+    from .cluster import resolve_client, will_start
 
-    client = resolve_client(client)
-    batches = batches_of(ids, targets, _slots(client))
+    import os, sys
+    if os.environ.get("XP_DEBUG"): print("start", time.perf_counter(), file=sys.stderr)
+    helper = _Helper(PersistBatch(tuple(targets)), ids) if wait and ids and will_start(client) else None
+    try:
+        client = resolve_client(client)
+    finally:
+        taken = helper.stop() if helper is not None else 0
+        import os, sys
+        if os.environ.get("XP_DEBUG"): print("taken", taken, time.perf_counter(), file=sys.stderr)
+    batches = batches_of(ids[taken:], targets, _slots(client))
     prefix = "-".join(names) or "persist"
     structure = combine(*(combine(n.name, _store_token(n)) for n in targets))
     keys = [f"{prefix}-{combine(structure, *(tokenize(i, what='an entry key') for i in b))}" for b in batches]
     futures = client.map(PersistBatch(tuple(targets)), batches, key=keys, pure=False) if batches else []
-    job = PersistJob(client, futures, batches, errors)
+    job = PersistJob(client, futures, batches, errors, helper)
     if not wait:
         return job
     try:
@@ -331,12 +433,14 @@ def _slots(client):
     return sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 32
 
 
-def _collect(client, futures, sizes, timeout=None, progress=False):
+def _collect(client, futures, sizes, timeout=None, progress=False, helper=None):
     """``{task key: statuses}`` of the ``futures`` of ``client`` (which need not be the default
-    client) that finished, fetched as each one finishes; waits for all of them."""
+    client) that finished, fetched as each one finishes; waits for all of them (and for the
+    ``helper``'s entries)."""
     from distributed import as_completed
 
-    tally = Tally(client, futures, sizes) if progress and futures else None
+    taken = helper.taken if helper is not None else 0
+    tally = Tally(client, futures, sizes, taken) if progress and (futures or taken) else None
     statuses = {}
     try:
         for future, result in as_completed(futures, loop=client.loop, timeout=timeout, with_results=True,
@@ -345,6 +449,11 @@ def _collect(client, futures, sizes, timeout=None, progress=False):
                 statuses[future.key] = result
             if tally is not None:
                 tally.set(future.key, tally.sizes[future.key])
+        import os, sys
+        if os.environ.get("XP_DEBUG"): print("futures done", time.perf_counter(), file=sys.stderr)
+        if helper is not None:
+            helper.thread.join()
+        if os.environ.get("XP_DEBUG"): print("helper done", time.perf_counter(), file=sys.stderr)
     finally:
         if tally is not None:
             tally.close()
