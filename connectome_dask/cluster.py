@@ -27,6 +27,7 @@ import ast
 import atexit
 import contextlib
 import inspect
+import logging
 import os
 import sys
 import threading
@@ -123,6 +124,8 @@ def embedded_client():
                                    dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"})
         client = Client(cluster, set_as_default=False)
         _embedded.update(client=client, cluster=cluster)
+        atexit.unregister(close_embedded)  # registered after distributed's own exit handlers: runs before them
+        atexit.register(close_embedded)
         return client
 
 
@@ -207,12 +210,19 @@ def _worker_settings():
         yield
 
 
-@atexit.register
 def close_embedded():
     """Shut the embedded cluster down (also registered to run at interpreter exit); the next
     :func:`embedded_client` call starts a new one."""
     with _lock:
         client, cluster = _embedded.pop("client", None), _embedded.pop("cluster", None)
+    pending = sum(f.status == "pending" for f in client.futures.values()) if client is not None else 0
+    if pending:
+        # ``persist(wait=False)`` not waited for: its tasks are lost with the cluster; the scheduler's
+        # own error about them (it cannot reschedule at interpreter exit) is replaced by this warning
+        warnings.warn(f"closing the embedded cluster with {pending} task(s) not finished (a "
+                      "persist(wait=False) whose job.result() was not waited for); their entries are not "
+                      "stored", RuntimeWarning, stacklevel=2)
+        logging.getLogger("distributed.scheduler").setLevel(logging.CRITICAL)
     for obj in (client, cluster):
         if obj is not None:
             try:
