@@ -404,15 +404,11 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
     ids = list(pipeline.ids if ids is None else ids)
     from .cluster import resolve_client, will_start
 
-    import os, sys
-    if os.environ.get("XP_DEBUG"): print("start", time.perf_counter(), file=sys.stderr)
     helper = _Helper(PersistBatch(tuple(targets)), ids) if wait and ids and will_start(client) else None
     try:
         client = resolve_client(client)
     finally:
         taken = helper.stop() if helper is not None else 0
-        import os, sys
-        if os.environ.get("XP_DEBUG"): print("taken", taken, time.perf_counter(), file=sys.stderr)
     batches = batches_of(ids[taken:], targets, _slots(client))
     prefix = "-".join(names) or "persist"
     structure = combine(*(combine(n.name, _store_token(n)) for n in targets))
@@ -449,11 +445,8 @@ def _collect(client, futures, sizes, timeout=None, progress=False, helper=None):
                 statuses[future.key] = result
             if tally is not None:
                 tally.set(future.key, tally.sizes[future.key])
-        import os, sys
-        if os.environ.get("XP_DEBUG"): print("futures done", time.perf_counter(), file=sys.stderr)
         if helper is not None:
             helper.thread.join()
-        if os.environ.get("XP_DEBUG"): print("helper done", time.perf_counter(), file=sys.stderr)
     finally:
         if tally is not None:
             tally.close()
