@@ -5,22 +5,22 @@ else the *embedded local default*: a ``distributed.LocalCluster`` of worker **pr
 per core with one thread each, started on first use, reused by later calls and closed at exit.
 Processes, not threads, because h5py serialises every HDF5 call of a process behind one lock
 and numpy releases the GIL only partly (measured: 2 threads gave no speedup reading HDF5, 2
-processes 1.9×). On Linux the workers are started by a fork server (see :func:`start_method`): a
-clean single-threaded process that forks them, so they never inherit the threads and locks of
-the calling process. Forking from the calling process itself (``fork``) starts them in ~0.1 s
-instead of ~1 s, with its imports, but a process that already ran dask work has thread pools
-that a forked child cannot use: in the test suite such a child hung during start-up (about one
-run in ten), and a worker restarted after a crash is forked from a process full of threads.
-``distributed`` is imported here, lazily, never at package import.
+processes 1.9×). ``distributed`` is imported here, lazily, never at package import.
 
-The first call of a process pays for the cluster's start. To keep that short, the fork server is
-started before this process imports ``distributed`` and preloads, besides the script (``__main__``,
-as multiprocessing does), ``distributed`` and the heavy installed modules this process already
-imported (:data:`PRELOAD`), so each worker is forked with them imported; and
-``persist`` computes entries in the calling process until the workers are up (see
-:func:`will_start`). A script that would start the cluster from its top level outside
-``if __name__ == "__main__":`` is refused with :class:`~connectome_dask.exceptions.MainGuardError`
-before any worker starts (each worker imports the script again and would start a cluster of its own).
+How the workers start (:func:`start_method`, Linux): a process that has started no thread of its
+own (connectome_dask's helper threads aside), the first ``persist`` of a script, forks them (``fork``: ~0.2 s, and they inherit its imports,
+so a worker's first task imports nothing); any other process (a notebook or a test session that
+already ran dask work, a script with threads) has them forked by a clean single-threaded fork
+server (``forkserver``: ~1 s), because a child forked from a process with dask's thread pools can
+hang at start-up (in our test suite about one run in ten). The fork server is started before this
+process imports ``distributed`` and preloads, besides the script (``__main__``, as multiprocessing
+does), ``distributed`` and the heavy modules this process already imported (:data:`PRELOAD`), so
+that they are imported once, while the scheduler starts. Workers that dask restarts later (after
+a crash) are spawned, dask's default, never forked from a process full of threads.
+
+A script that would start the cluster from its top level outside ``if __name__ == "__main__":``
+is refused with :class:`~connectome_dask.exceptions.MainGuardError` before any worker starts: a
+spawned or fork-server worker imports the script again and would run that line too.
 """
 
 import ast
@@ -33,7 +33,7 @@ import sys
 import threading
 import warnings
 
-__all__ = ["resolve_client", "will_start", "embedded_client", "close_embedded", "start_method", "QUIET_WORKERS",
+__all__ = ["resolve_client", "embedded_client", "close_embedded", "start_method", "QUIET_WORKERS",
            "PRELOAD"]
 
 #: dask settings the embedded cluster starts with: no statistical profiler (it samples every thread
@@ -74,25 +74,6 @@ def resolve_client(client=None):
         return embedded_client()
 
 
-def will_start(client=None):
-    """Whether :func:`resolve_client` would start the embedded cluster now (no client given, no default
-    client, none running); raises :class:`~connectome_dask.exceptions.MainGuardError` if it could not."""
-    if client is not None or _embedded.get("client") is not None or _has_default_client():
-        return False
-    _check_main_guard()
-    return True
-
-
-def _has_default_client():
-    from distributed import default_client
-
-    try:
-        default_client()
-        return True
-    except ValueError:
-        return False
-
-
 def embedded_client():
     """The embedded local cluster's client, started on first use and reused afterwards.
 
@@ -117,7 +98,7 @@ def embedded_client():
         from distributed import Client, LocalCluster
 
         workers = int(os.environ.get("CONNECTOME_DASK_WORKERS", os.cpu_count() or 1))
-        with _worker_settings():
+        with _worker_settings(method):
             # no dashboard; the scheduler's HTTP server (metrics) on a free port, not on 8787,
             # which stays free for the user's own cluster's dashboard
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, silence_logs=40,
@@ -131,15 +112,20 @@ def embedded_client():
 
 def start_method():
     """How the embedded cluster starts its worker processes: ``CONNECTOME_DASK_START_METHOD``
-    (``fork``, ``forkserver`` or ``spawn``) if set, else ``forkserver`` on Linux and dask's
-    setting (``spawn``) elsewhere. ``fork`` is the fastest start, and safe only in a process that
-    has not started threads of its own (no dask or distributed work before the first ``persist``)."""
+    (``fork``, ``forkserver`` or ``spawn``) if set; else, on Linux, ``fork`` in a process with no
+    thread but the main one and connectome_dask's own (named ``connectome_dask-*``, which a forked
+    child never uses: it starts its own) and ``forkserver`` otherwise (see the module docstring);
+    dask's setting (``spawn``) elsewhere."""
     method = os.environ.get("CONNECTOME_DASK_START_METHOD")
     if method:
         if method not in ("fork", "forkserver", "spawn"):
             raise ValueError(f"CONNECTOME_DASK_START_METHOD={method!r}: use fork, forkserver or spawn")
         return method
-    return "forkserver" if sys.platform.startswith("linux") else None
+    if not sys.platform.startswith("linux"):
+        return None
+    main = threading.main_thread()
+    ours = all(t is main or t.name.startswith("connectome_dask-") for t in threading.enumerate())
+    return "fork" if ours else "forkserver"
 
 
 def _start_fork_server():
@@ -156,7 +142,7 @@ def _start_fork_server():
 def _check_main_guard():
     """Raise :class:`~connectome_dask.exceptions.MainGuardError` if the calling script runs this
     at its top level outside ``if __name__ == "__main__":`` and the workers would import it again."""
-    if start_method() == "fork":
+    if os.environ.get("CONNECTOME_DASK_START_METHOD") == "fork":  # the user's choice: never spawned
         return
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
@@ -179,8 +165,8 @@ def _check_main_guard():
 
     raise MainGuardError(
         f"{path}, line {line}: persist starts the embedded cluster from the top level of the script, outside "
-        f"`if __name__ == \"__main__\":`. Its worker processes import the script again and would run that "
-        f"line too. Put the script's work under `if __name__ == \"__main__\":` (as for any dask or "
+        f"`if __name__ == \"__main__\":`. Workers from a fork server, spawned workers and every worker dask "
+        f"restarts import the script again and would run that line too. Put the script's work under `if __name__ == \"__main__\":` (as for any dask or "
         f"multiprocessing program).")
 
 
@@ -195,17 +181,16 @@ def _is_main_test(test):
 
 
 @contextlib.contextmanager
-def _worker_settings():
-    """Dask settings while the embedded cluster starts: the start method and :data:`QUIET_WORKERS`."""
+def _worker_settings(method):
+    """Dask settings while the embedded cluster starts: the start ``method`` and :data:`QUIET_WORKERS`."""
     import dask
 
     settings = dict(QUIET_WORKERS)
-    method = start_method()
     if method is not None:
         settings["distributed.worker.multiprocessing-method"] = method
     with dask.config.set(settings), warnings.catch_warnings():
-        # with CONNECTOME_DASK_START_METHOD=fork, Python >= 3.12 warns that forking a process with
-        # threads may deadlock the child (see the module docstring): the user chose it
+        # with fork, Python >= 3.12 warns that forking a process with threads may deadlock the child: the
+        # only threads then are the cluster's own event loop, started for this (see the module docstring)
         warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning)
         yield
 

@@ -11,17 +11,12 @@ status per entry, so the client holds no arrays. Tasks are keyed
 ``f"{fields}-{token}"`` (the fields' names, then a token of the batch's entries), so the
 dashboard groups them by field.
 
-On the first call of a process, while the embedded cluster starts (~0.5 s on 2 cores), a thread of
-the calling process computes entries from the front of the ids (:class:`_Helper`); the workers get
-the rest as soon as they are up.
-
 The task catches the user's exception and returns it; a task lost with its worker is retried by
 dask, and if it still fails its id is reported as failed with that error. After the call
 ``computed + cached + len(failed)`` is the number of ids.
 """
 
 import dataclasses
-import threading
 import time
 
 from .allocator import restore as restore_heap, reuse_freed_memory
@@ -156,31 +151,6 @@ def _picklable(error):
         return RuntimeError(f"{type(error).__name__}: {error}")
 
 
-class _Helper:
-    """Entries from the front of ``ids`` computed on a thread of this process while the embedded cluster
-    starts; :meth:`stop` when the workers are up (the thread finishes the entry it is on)."""
-
-    def __init__(self, batch, ids):
-        self.batch, self.ids, self.statuses, self.taken = batch, ids, [], 0
-        self.lock, self.stopped = threading.Lock(), False
-        self.thread = threading.Thread(target=self._run, name="connectome_dask-persist-helper", daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        for key in self.ids:
-            with self.lock:
-                if self.stopped:
-                    return
-                self.taken += 1
-            self.statuses.append(self.batch.entry(key))
-
-    def stop(self):
-        """The number of ids taken."""
-        with self.lock:
-            self.stopped = True
-            return self.taken
-
-
 def cached_nodes(pipeline, fields=None):
     """``(cached field names, target nodes)``: the ``Cached`` nodes ``persist`` fills, dependencies
     first, then the routing nodes whose datasets hold caches of their own."""
@@ -228,9 +198,9 @@ class PersistJob:
         blocking call would).
     """
 
-    def __init__(self, client, futures, batches, errors, helper=None):
+    def __init__(self, client, futures, batches, errors):
         self.client, self.futures, self.batches, self._errors = client, futures, batches, errors
-        self._restored, self._helper = False, helper
+        self._restored = False
 
     def __repr__(self):
         states = {}
@@ -243,8 +213,7 @@ class PersistJob:
                 f"{len(self.futures)} tasks ({tasks or 'none'})>")
 
     def result(self, timeout=None, progress=False):
-        statuses = _collect(self.client, self.futures, [len(b) for b in self.batches], timeout, progress,
-                            self._helper)
+        statuses = _collect(self.client, self.futures, [len(b) for b in self.batches], timeout, progress)
         if self.futures and not self._restored:
             self._restored = True
             try:
@@ -252,9 +221,6 @@ class PersistJob:
             except Exception:  # noqa: BLE001 - best effort: a worker may be gone
                 pass
         report = PersistReport()
-        if self._helper is not None:
-            for key, status in zip(self._helper.ids, self._helper.statuses):
-                _count(report, key, status)
         for batch, future in zip(self.batches, self.futures):
             if future.key in statuses:
                 for key, status in zip(batch, statuses[future.key]):
@@ -402,19 +368,15 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
         raise ValueError(f"persist: errors must be 'raise' or 'report', got {errors!r}")
     names, targets = cached_nodes(pipeline, fields)
     ids = list(pipeline.ids if ids is None else ids)
-    from .cluster import resolve_client, will_start
+    from .cluster import resolve_client
 
-    helper = _Helper(PersistBatch(tuple(targets)), ids) if wait and ids and will_start(client) else None
-    try:
-        client = resolve_client(client)
-    finally:
-        taken = helper.stop() if helper is not None else 0
-    batches = batches_of(ids[taken:], targets, _slots(client))
+    client = resolve_client(client)
+    batches = batches_of(ids, targets, _slots(client))
     prefix = "-".join(names) or "persist"
     structure = combine(*(combine(n.name, _store_token(n)) for n in targets))
     keys = [f"{prefix}-{combine(structure, *(tokenize(i, what='an entry key') for i in b))}" for b in batches]
     futures = client.map(PersistBatch(tuple(targets)), batches, key=keys, pure=False) if batches else []
-    job = PersistJob(client, futures, batches, errors, helper)
+    job = PersistJob(client, futures, batches, errors)
     if not wait:
         return job
     try:
@@ -429,14 +391,12 @@ def _slots(client):
     return sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 32
 
 
-def _collect(client, futures, sizes, timeout=None, progress=False, helper=None):
+def _collect(client, futures, sizes, timeout=None, progress=False):
     """``{task key: statuses}`` of the ``futures`` of ``client`` (which need not be the default
-    client) that finished, fetched as each one finishes; waits for all of them (and for the
-    ``helper``'s entries)."""
+    client) that finished, fetched as each one finishes; waits for all of them."""
     from distributed import as_completed
 
-    taken = helper.taken if helper is not None else 0
-    tally = Tally(client, futures, sizes, taken) if progress and (futures or taken) else None
+    tally = Tally(client, futures, sizes) if progress and futures else None
     statuses = {}
     try:
         for future, result in as_completed(futures, loop=client.loop, timeout=timeout, with_results=True,
@@ -445,8 +405,6 @@ def _collect(client, futures, sizes, timeout=None, progress=False, helper=None):
                 statuses[future.key] = result
             if tally is not None:
                 tally.set(future.key, tally.sizes[future.key])
-        if helper is not None:
-            helper.thread.join()
     finally:
         if tally is not None:
             tally.close()

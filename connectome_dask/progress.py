@@ -39,8 +39,8 @@ class Lines:
     """A progress bar for logs: ``persist: 12/64 entries (19 %), 3.1 entries/s, 4 s`` every
     :data:`LINE_EVERY` seconds while entries finish, and once more at :meth:`close`."""
 
-    def __init__(self, total, initial=0, file=None):
-        self.total, self.n, self.file = total, initial, file or sys.stderr
+    def __init__(self, total, file=None):
+        self.total, self.n, self.file = total, 0, file or sys.stderr
         self.start = self.last = time.monotonic()
 
     def update(self, n):
@@ -59,13 +59,13 @@ class Lines:
         print(f"persist: {self.n}/{self.total} entries{share}{rate}, {seconds:.0f} s", file=self.file, flush=True)
 
 
-def bar(total, initial=0):
+def bar(total):
     """A tqdm bar on a terminal or in a notebook, else :class:`Lines`."""
     if not (_isatty(sys.stderr) or "ipykernel" in sys.modules):
-        return Lines(total, initial)
+        return Lines(total)
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="persist", unit="entry", file=sys.stderr)
+    return tqdm(total=total, desc="persist", unit="entry", file=sys.stderr)
 
 
 def _isatty(stream):
@@ -76,13 +76,12 @@ def _isatty(stream):
 
 
 class Tally:
-    """Entries done per task of one blocking persist, drawn on a :func:`bar`; ``done``: entries
-    finished before the tasks (by the calling process)."""
+    """Entries done per task of one blocking persist, drawn on a :func:`bar`."""
 
-    def __init__(self, client, futures, sizes, done=0):
+    def __init__(self, client, futures, sizes):
         self.sizes = {f.key: size for f, size in zip(futures, sizes)}
         self.done, self.lock = dict.fromkeys(self.sizes, 0), threading.Lock()
-        self.bar = bar(sum(sizes) + done, done)
+        self.bar = bar(sum(sizes))
         _tallies.update(dict.fromkeys(self.sizes, self))
         client.subscribe_topic(PROGRESS_TOPIC, _route)  # kept: events of cancelled tasks may still come
 
