@@ -105,11 +105,11 @@ class PersistBatch:
         return "computed" if _computed(ev) else "cached"
 
     def __reduce__(self):
-        if self.payload is None:
-            import cloudpickle
+        if self.targets is None:
+            return PersistBatch, (None, self.payload)
+        import cloudpickle
 
-            self.payload = cloudpickle.dumps(self.targets)
-        return PersistBatch, (None, self.payload)
+        return PersistBatch, (None, cloudpickle.dumps(self.targets))
 
 
 def _load(payload):
