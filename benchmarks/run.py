@@ -33,7 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CONNECTOME_PYTHON = os.path.join(HERE, ".connectome-venv", "bin", "python")
 LIBS = ("connectome_dask", "connectome", "raw")
-CASES = {"eager": LIBS, "ram_hit": LIBS, "disk": LIBS, "graph": ("connectome_dask", "raw"), "persist": LIBS}
+CASES = {"eager": LIBS, "ram_hit": LIBS, "disk": LIBS, "graph": ("connectome_dask", "raw"), "persist": LIBS,
+         "first_call": ("connectome_dask",)}
 SHORT = {"connectome_dask": "cd", "connectome": "cn", "raw": "raw"}
 
 
