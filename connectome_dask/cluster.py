@@ -45,7 +45,8 @@ QUIET_WORKERS = {"distributed.worker.profile.enabled": False, "distributed.admin
 
 #: modules the fork server imports before it forks workers: ``distributed`` always, the others when the
 #: calling process has imported them (a worker then starts with them imported instead of importing them
-#: on its first task). Only modules whose import starts no thread: the fork server must stay single-threaded.
+#: on its first task). Only modules whose import starts no Python thread (numpy's OpenBLAS threads are
+#: native and fork-aware): the fork server must stay safe to fork.
 PRELOAD = ("distributed", "numpy", "scipy.ndimage", "h5py", "pandas", "nibabel")
 
 _lock = threading.Lock()
@@ -79,9 +80,10 @@ def embedded_client():
 
     A ``distributed.LocalCluster`` of worker processes (``CONNECTOME_DASK_WORKERS``, default one per
     core) with one thread each and no dashboard. Its client is not made the default client, so it
-    does not change what ``dask.compute`` uses. Workers import the script's module again (unless
-    ``CONNECTOME_DASK_START_METHOD=fork``): guard the script's work with
-    ``if __name__ == "__main__":``, as for any dask or multiprocessing program.
+    does not change what ``dask.compute`` uses. Workers from the fork server, spawned ones and
+    restarted ones import the script's module again (see :func:`start_method`): guard the script's
+    work with ``if __name__ == "__main__":``, as for any dask or multiprocessing program
+    (:class:`~connectome_dask.exceptions.MainGuardError` otherwise).
 
     Returns
     -------
