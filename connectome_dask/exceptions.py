@@ -23,6 +23,7 @@ __all__ = [
     "StoreError",
     "PersistError",
     "StaleCodeError",
+    "MainGuardError",
     "CacheWarning",
     "InvalidArgument",
     "UnknownKey",
@@ -95,6 +96,10 @@ class PersistError(ConnectomeError, RuntimeError):
 class StaleCodeError(ConnectomeError, RuntimeError):
     """A task would run code that differs from the code the client hashed (a worker that imported a
     module before it changed): nothing is computed or stored. Restart the workers."""
+
+
+class MainGuardError(ConnectomeError, RuntimeError):
+    """A script starts the embedded cluster from its top level without ``if __name__ == "__main__":``."""
 
 
 class InvalidArgument(ConnectomeError, TypeError, AssertionError):

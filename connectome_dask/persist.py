@@ -75,7 +75,10 @@ class PersistBatch(Shipped):
     """Task function: fill the caches of ``targets`` for a batch of entries; a status per entry.
 
     It pickles with the user's code by value and checks it before its first run in a process
-    (:mod:`connectome_dask.shipping`): a stale worker raises ``StaleCodeError`` for the whole batch."""
+    (:mod:`connectome_dask.shipping`): a stale worker raises ``StaleCodeError`` for the whole batch.
+    A module the pipeline needs and a worker lacks fails the task with an error naming the module and
+    the worker (:class:`~connectome_dask.shipping.Unloadable`), instead of breaking the worker's
+    connection to the scheduler."""
 
     __slots__ = ("targets",)
 
@@ -180,6 +183,16 @@ class PersistJob:
         self.client, self.futures, self.batches, self._errors = client, futures, batches, errors
         self._restored = False
 
+    def __repr__(self):
+        states = {}
+        for future in self.futures:
+            states[future.status] = states.get(future.status, 0) + 1
+        entries = sum(len(b) for b, f in zip(self.batches, self.futures) if f.status == "finished")
+        state = "running" if states.get("pending") else "done"
+        tasks = ", ".join(f"{n} {status}" for status, n in sorted(states.items()))
+        return (f"<PersistJob {state}: {entries}/{sum(map(len, self.batches))} entries in finished tasks; "
+                f"{len(self.futures)} tasks ({tasks or 'none'})>")
+
     def result(self, timeout=None, progress=False):
         statuses = _collect(self.client, self.futures, [len(b) for b in self.batches], timeout, progress)
         if self.futures and not self._restored:
@@ -249,10 +262,27 @@ def batches_of(ids, targets, slots):
 
 def _finish(report, errors):
     if report.failed and errors == "raise":
-        first = next(iter(report.failed.items()))
-        raise PersistError(f"{report}; first failure: id {first[0]!r}: {type(first[1]).__name__}: {first[1]}. "
-                           "Fix the field or pass errors='report'; see the .report attribute", report)
+        key, error = next(iter(report.failed.items()))
+        raise PersistError(f"{report}; first failure: id {key!r}: {type(error).__name__}: {error}. "
+                           f"{_advice(error)}; pass errors='report' to get the report instead, or see the "
+                           ".report attribute", report)
     return report
+
+
+def _advice(error):
+    """What to do about a failed entry: the environment (a module missing where the task ran) or the field."""
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    module = next((e.name for e in chain if isinstance(e, ImportError) and e.name), None)
+    if any("deserialization of the task graph" in str(e) for e in chain):
+        return (f"Module {module or '?'!r} is not importable on the scheduler, which loads every task: install "
+                "connectome_dask and the packages the pipeline uses there too, as on the workers (see docs/clusters.md)")
+    if module:
+        return (f"Install {module!r} on every worker, or put it on their PYTHONPATH, as on the client "
+                "(see docs/clusters.md)")
+    return "Fix the field"
 
 
 def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wait=True, progress=True):
@@ -331,12 +361,31 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
     futures = client.map(PersistBatch(tuple(targets)), batches, *stamps, key=keys, pure=False) if batches else []
     job = PersistJob(client, futures, batches, errors)
     if not wait:
+        _accepted(client, futures)
         return job
     try:
         return job.result(progress=progress)
     except KeyboardInterrupt:
         client.cancel(futures)
         raise
+
+
+def _accepted(client, futures, timeout=10):
+    """Return once the scheduler holds the tasks of ``futures`` (or they failed): it accepts a graph
+    asynchronously, and a script that exits right after ``persist(wait=False)`` would shut it down
+    while it deserializes the graph (an error in the log instead of the warning about unfinished tasks)."""
+    deadline = time.monotonic() + timeout
+    while futures and futures[-1].status == "pending" and time.monotonic() < deadline:
+        try:
+            if client.run_on_scheduler(_holds, futures[-1].key):
+                return
+        except Exception:  # noqa: BLE001 - a scheduler that cannot run it: nothing to wait for
+            return
+        time.sleep(0.01)
+
+
+def _holds(key, dask_scheduler=None):
+    return key in dask_scheduler.tasks
 
 
 def _stamps(targets, keys):

@@ -69,6 +69,18 @@ def test_python_blocks_and_cache_commands_run_in_order(page, tmp_path):
         run([sys.executable, *shlex.split(command)[1:]], tmp_path)
 
 
+# pages whose python blocks each run alone, as a script pasted into a file (docs/api.md and docs/clusters.md are
+# tutorials whose blocks build on the previous ones: they run in order, above)
+ALONE = ["README.md", "docs/cache-layout.md"]
+
+
+@pytest.mark.parametrize("page, index", [(page, i) for page in ALONE for i in range(len(blocks(page, "python")))])
+def test_each_python_block_runs_alone_as_a_script(page, index, tmp_path):
+    script = tmp_path / "snippet.py"
+    script.write_text(blocks(page, "python")[index])
+    run([sys.executable, str(script)], tmp_path)
+
+
 def test_readme_example_is_a_script_that_persists_once(tmp_path):
     """The first README block, saved as a script: the first run computes every entry, the second none."""
     script = tmp_path / "example.py"

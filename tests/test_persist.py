@@ -137,31 +137,34 @@ def test_embedded_default(counter, cache_root):
 
 
 FORKED_STATE = textwrap.dedent("""
-    import sys, types
+    import os, sys, threading, time, types
     from connectome_dask import cluster
     if __name__ == "__main__":  # a module with no file, made after the start: only a forked child has it
+        if os.environ.get("START_A_THREAD"):  # a thread of the script's own: forking it would be unsafe
+            threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
         sys.modules["only_in_this_process"] = types.ModuleType("only_in_this_process")
         print(sorted(set(cluster.embedded_client().run(lambda: "only_in_this_process" in sys.modules).values())))
 """)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is the Linux default")
-def test_embedded_workers_come_from_a_fork_server_unless_fork_is_asked_for(tmp_path):
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork and the fork server are Linux defaults")
+def test_embedded_workers_are_forked_from_a_process_without_threads_else_from_a_fork_server(tmp_path):
     # a process that already ran dask work has threads and pools that a child forked from it cannot
-    # use: by default the workers come from a clean fork server and share nothing with the script;
-    # CONNECTOME_DASK_START_METHOD=fork (for a script that starts no threads first) forks the script
+    # use: there the workers come from a clean fork server and share nothing with the script; a script
+    # that started no thread (the first persist of `python job.py`) is forked: a fast start, its imports
     script = tmp_path / "state.py"
     script.write_text(FORKED_STATE)
     found = {}
-    for method in ("", "fork", "frok"):
+    for method, thread in (("", ""), ("", "1"), ("forkserver", ""), ("fork", "1"), ("frok", "")):
         env = {k: v for k, v in os.environ.items() if k != "CONNECTOME_DASK_START_METHOD"}
-        env["CONNECTOME_DASK_WORKERS"] = "1"
+        env.update(CONNECTOME_DASK_WORKERS="1", START_A_THREAD=thread)
         if method:
             env["CONNECTOME_DASK_START_METHOD"] = method
         out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
-        found[method] = out.stdout.strip() or out.stderr.strip().splitlines()[-1]
-    assert found[""] == "[False]" and found["fork"] == "[True]"
-    assert "ValueError" in found["frok"] and "fork, forkserver or spawn" in found["frok"]
+        found[method, thread] = out.stdout.strip() or out.stderr.strip().splitlines()[-1]
+    assert found["", ""] == "[True]" and found["", "1"] == "[False]"
+    assert found["forkserver", ""] == "[False]" and found["fork", "1"] == "[True]"
+    assert "ValueError" in found["frok", ""] and "fork, forkserver or spawn" in found["frok", ""]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap settings")

@@ -4,8 +4,9 @@ CacheToDisk.simple('image', 'mask'), each run into a fresh root.
 * every lib: ``serial_s``, one process filling the cache id by id (raw: the same calls + h5py writes);
 * raw and connectome: a fork ``multiprocessing.Pool(2)`` doing the same by hand (the best a connectome
   user does; for raw, what this machine allows right now);
-* connectome_dask: ``ds.persist()`` on the embedded default (first call, which starts the embedded
-  cluster; again into a new root; and once more on a restarted embedded cluster whose start is timed
+* connectome_dask: ``ds.persist()`` on the embedded default (``speedup_persist_embedded``: the first call of
+  the process, what ``python my_script.py`` gets: it starts the fork server and the workers, and the process
+  computes entries itself until they are up; again into a new root; and once more on a restarted embedded cluster whose start is timed
   apart, ``embedded_startup_s``: fresh workers, as in the LocalCluster's cold run),
   ``ds.persist(client)`` on a 2-worker process ``LocalCluster`` (start-up timed apart; cold = the
   workers' first run, then warm; then on one started with ``cluster.QUIET_WORKERS``, ``_quiet``),

@@ -1,12 +1,11 @@
-"""``python -m connectome_dask cache ROOT <command>``: inspect and clean an HDF5 cache root.
+"""``connectome-dask cache ROOT COMMAND`` (or ``python -m connectome_dask cache ...``): inspect and
+clean an HDF5 cache root.
 
-``list``    entries, bytes, per field (``--json`` for machines)
-``verify``  read every entry and check its checksum; ``--remove`` deletes bad ones (exit 1 if any)
-``delete``  remove entries: ``--all``, ``--field F``, ``--older-than 2026-01-31 | 30d | 12h``;
-            ``--dry-run`` only prints; stale temporary files of killed writers are removed too
-
+Commands: ``list`` (entries and bytes per field), ``verify`` (read every entry, check its checksum,
+say why a bad one is bad; ``--remove`` deletes them), ``delete`` (by field and/or age; ``--dry-run``).
 Listing touches only directory entries (``os.scandir``), so it stays fast on 100,000 entries.
-Never imports dask. Exit codes: 0 ok, 1 bad entries found, 2 usage error or not a cache root.
+Never imports dask. Exit codes: 0 ok (also after ``verify --remove`` removed every bad entry),
+1 bad entries left, 2 a usage error, an unknown field or a folder that is not a cache root.
 """
 
 import argparse
@@ -17,44 +16,71 @@ import sys
 import time
 
 from ..exceptions import StoreError
-from .hdf5 import HDF5Store
+from .hdf5 import HDF5Store, _open_root, _read
 
-__all__ = ["main"]
+__all__ = ["main", "parser"]
+
+_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 def _age(text):
-    """Seconds since the epoch before which entries are 'older': a date or a duration (30d, 12h, 45m)."""
-    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(text[:-1]) * units[text[-1]]
-    return datetime.datetime.fromisoformat(text).timestamp()
+    """Seconds since the epoch before which entries are 'older': a date or a duration (3w, 30d, 12h, 45m)."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit in _UNITS and number.replace(".", "", 1).isdigit():
+        return time.time() - float(number) * _UNITS[unit]
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration (3w, 30d, 12h, 45m, 10s) nor a date (2026-01-31)") from None
 
 
-def _parser():
-    parser = argparse.ArgumentParser(prog="python -m connectome_dask cache", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("root")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list").add_argument("--json", action="store_true")
-    verify = sub.add_parser("verify")
-    verify.add_argument("--remove", action="store_true")
-    delete = sub.add_parser("delete")
-    delete.add_argument("--all", action="store_true")
-    delete.add_argument("--field")
-    delete.add_argument("--older-than", type=_age)
-    delete.add_argument("--dry-run", action="store_true")
-    return parser
+def plural(count, noun, many=None):
+    """``1 entry``, ``2 entries``."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
 
 
-def main(argv=None):
-    args = _parser().parse_args(argv)
+def parser(prog=None):
+    """The argument parser of ``cache``; ``prog`` is how the user called it."""
+    prog = prog or f"{_program()} cache"
+    top = argparse.ArgumentParser(
+        prog=prog, description="Inspect and clean a connectome_dask HDF5 cache root (no dask needed).",
+        epilog="Exit codes: 0 ok, 1 bad entries left by verify, 2 usage error, unknown field or not a cache root. "
+               f"Example: {prog} ./cache delete --field image --older-than 30d --dry-run")
+    top.add_argument("root", help="the cache root: the folder given to CacheToDisk (holds connectome_dask.json)")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    listing = sub.add_parser("list", help="entries and bytes per field", description="Count the entries and "
+                             "bytes of every field, from directory entries only (fast on 100,000 entries).")
+    listing.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    verify = sub.add_parser("verify", help="read every entry and check its checksum",
+                            description="Read every entry and check its checksum; print each bad entry with "
+                            "the reason. Exit 1 if bad entries are left.")
+    verify.add_argument("--remove", action="store_true",
+                        help="delete the bad entries (they are recomputed on next use); exit 0 when all are gone")
+    delete = sub.add_parser("delete", help="remove entries by field and/or age",
+                            description="Remove entries. Choose --all, or --field and/or --older-than (both: "
+                            "entries matching both). Temporary files of killed writers older than an hour go too.")
+    delete.add_argument("--all", action="store_true", help="every entry of the root")
+    delete.add_argument("--field", metavar="NAME", help="only entries of this field (an unknown field is an error)")
+    delete.add_argument("--older-than", type=_age, metavar="AGE",
+                        help="only entries written before AGE: a duration (3w, 30d, 12h, 45m) or a date (2026-01-31)")
+    delete.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
+    return top
+
+
+def _program():
+    """``connectome-dask`` when run by the entry point, else ``python -m connectome_dask``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("connectome-dask") else "python -m connectome_dask"
+
+
+def main(argv=None, prog=None):
+    args = parser(prog).parse_args(argv)
     if not os.path.isdir(args.root):
-        print(f"{args.root}: no such cache root", file=sys.stderr)
+        print(f"{args.root}: no such cache root (a folder given to CacheToDisk)", file=sys.stderr)
         return 2
     try:
         store = HDF5Store(args.root, create=False)
-        from .hdf5 import _open_root
-
         _open_root(store.root)
     except (StoreError, FileNotFoundError) as e:
         print(e, file=sys.stderr)
@@ -73,30 +99,48 @@ def _list(store, args):
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
-        print(f"{summary['root']}: {summary['entries']} entries, {summary['bytes'] / 1e6:.1f} MB")
+        print(f"{summary['root']}: {plural(summary['entries'], 'entry', 'entries')}, {summary['bytes'] / 1e6:.1f} MB")
         for field, info in summary["fields"].items():
-            print(f"  {field}: {info['entries']} entries, {info['bytes'] / 1e6:.1f} MB")
+            print(f"  {field}: {plural(info['entries'], 'entry', 'entries')}, {info['bytes'] / 1e6:.1f} MB")
     return 0
 
 
+def _problem(path):
+    """Why the entry at ``path`` is bad, or None if it reads back with a valid checksum."""
+    try:
+        _read(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable entry is bad; the reason is reported
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
 def _verify(store, args):
-    bad = 0
-    for field, token, path, _, _ in store.entries():
-        if not store.verify(field, token):
+    checked, bad = 0, 0
+    for _, _, path, _, _ in store.entries():
+        checked += 1
+        reason = _problem(path)
+        if reason is not None:
             bad += 1
-            print(f"bad: {path}")
             if args.remove:
                 os.unlink(path)
-    print(f"{bad} bad entries" + (" removed" if args.remove and bad else ""))
-    return 1 if bad else 0
+            print(f"{'removed' if args.remove else 'bad'}: {path}: {reason}")
+    removed = " (removed)" if args.remove and bad else ""
+    print(f"checked {plural(checked, 'entry', 'entries')}: {plural(bad, 'bad entry', 'bad entries')}{removed}")
+    return 1 if bad and not args.remove else 0
 
 
 def _delete(store, args):
     if not (args.all or args.field or args.older_than):
-        print("delete: choose --all, --field F and/or --older-than DATE|DURATION", file=sys.stderr)
+        print("delete: choose --all, --field NAME and/or --older-than AGE", file=sys.stderr)
+        return 2
+    entries = list(store.entries())
+    if args.field and args.field not in {field for field, *_ in entries}:
+        known = sorted({field for field, *_ in entries})
+        print(f"delete: no field {args.field!r} in {store.root}; its fields: {', '.join(known) or 'none'}",
+              file=sys.stderr)
         return 2
     removed = 0
-    for field, _, path, _, mtime in store.entries():
+    for field, _, path, _, mtime in entries:
         if (args.field and field != args.field) or (args.older_than and mtime >= args.older_than):
             continue
         removed += 1
@@ -106,5 +150,5 @@ def _delete(store, args):
     for path in store.temporaries():
         if not args.dry_run and os.path.getmtime(path) < time.time() - 3600:
             os.unlink(path)
-    print(f"{removed} entries {'to remove' if args.dry_run else 'removed'}")
+    print(f"{plural(removed, 'entry', 'entries')} {'to remove' if args.dry_run else 'removed'}")
     return 0
