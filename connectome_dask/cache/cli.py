@@ -105,10 +105,10 @@ def _list(store, args):
     return 0
 
 
-def _problem(path):
-    """Why the entry at ``path`` is bad, or None if it reads back with a valid checksum."""
+def _problem(path, field, token):
+    """Why the entry at ``path`` is bad, or None if it reads back with a valid digest."""
     try:
-        _read(path, allow_pickle=False)
+        _read(path, field, token, allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - any unreadable entry is bad; the reason is reported
         return f"{type(e).__name__}: {e}"
     return None
@@ -116,9 +116,9 @@ def _problem(path):
 
 def _verify(store, args):
     checked, bad = 0, 0
-    for _, _, path, _, _ in store.entries():
+    for field, token, path, _, _ in store.entries():
         checked += 1
-        reason = _problem(path)
+        reason = _problem(path, field, token)
         if reason is not None:
             bad += 1
             if args.remove:
