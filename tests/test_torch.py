@@ -4,8 +4,10 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 
 import numpy as np
+
 import pytest
 
 torch = pytest.importorskip("torch")  # the test extra installs it; `connectome_dask[torch]` for users
@@ -31,14 +33,18 @@ def loader_values(dataset, **options):
     return out
 
 
-@pytest.mark.parametrize("workers, context", [(0, None), (2, "fork"), (2, "spawn"), (2, "forkserver")])
-def test_dataloader_values_equal_eager_calls(cache_root, workers, context):
+@pytest.mark.parametrize("workers, context, pin", [(0, None, False), (2, "fork", False), (2, "spawn", False),
+                                                   (2, "forkserver", False), (2, "fork", True)])
+def test_dataloader_values_equal_eager_calls(cache_root, workers, context, pin):
     pipeline = cached(cache_root)
     for key in pipeline.ids[:4]:
         pipeline.image(key)  # some entries on disk, the others missing
     data = pipeline.to_torch(["id", "image", "label"])
     assert isinstance(data, TorchDataset) and len(data) == 10
-    got = loader_values(data, num_workers=workers, multiprocessing_context=context)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*pin_memory", UserWarning)  # a CPU-only build pins nothing: it says so
+        got = loader_values(data, num_workers=workers, multiprocessing_context=context, pin_memory=pin,
+                            persistent_workers=pin)
     fresh = Volumes()  # no cache at all
     assert [key for key, _, _ in got] == list(fresh.ids)
     for key, image, label in got:
