@@ -63,6 +63,8 @@ class HDF5Store(Store):
     """Entries as HDF5 files under ``root``. ``serializer``: a ``connectome_dask.serializers``
     policy or a sequence of them (default: native types only, never pickle)."""
 
+    persistent = True
+
     def __init__(self, root, *, compression=None, serializer=None, create=True):
         from ..serializers import as_policy
 
@@ -131,6 +133,8 @@ class HDF5Store(Store):
         except OSError as e:
             self._warn(_cause(e), f"cannot write to the cache root {self.root} ({e}); values are computed but "
                                   "not stored")
+            return e
+        return None
 
     def _make_folder(self, folder):
         """Create an entry's folder (and the root, if it was removed under us: its marker too)."""

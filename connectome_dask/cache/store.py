@@ -23,13 +23,17 @@ MISSING = _Missing()
 
 
 class Store(abc.ABC):
+    #: whether entries outlive the process (``persist`` counts only these as computed)
+    persistent = False
+
     @abc.abstractmethod
     def get(self, field, token):
         """The stored value, or ``MISSING`` (a corrupt entry is a miss too)."""
 
     @abc.abstractmethod
     def set(self, field, token, value):
-        """Store ``value``; storing the same token twice is harmless."""
+        """Store ``value``; storing the same token twice is harmless. Returns ``None`` when the value
+        is stored, else the error that kept it from being stored (after warning once per cause)."""
 
     def contains(self, field, token):
         return self.get(field, token) is not MISSING

@@ -21,7 +21,7 @@ import uuid
 
 from ..cache.hdf5 import HDF5Store, check_field_name
 from ..cache.memory import MemoryStore
-from ..cache.store import MISSING
+from ..cache.cached import cached_call
 from ..hashing import combine
 from ..nodes import Cached, walk
 from ..plan import Plan
@@ -54,12 +54,7 @@ class RamBinding:
         return store
 
     def load_or_compute(self, field, token, compute):
-        store = self.store()
-        value = store.get(field, token)
-        if value is MISSING:
-            value = compute()
-            store.set(field, token, value)
-        return value
+        return cached_call(self.store(), field, token, compute)
 
     def contains(self, field, token):
         return self.store().contains(field, token)
@@ -84,11 +79,7 @@ class DiskBinding:
         return self._store
 
     def load_or_compute(self, field, token, compute):
-        value = self._store.get(field, token)
-        if value is MISSING:
-            value = compute()
-            self._store.set(field, token, value)
-        return value
+        return cached_call(self._store, field, token, compute)
 
     def contains(self, field, token):
         return self._store.contains(field, token)

@@ -12,7 +12,7 @@ import math
 import threading
 
 from ..cache.hdf5 import HDF5Store, check_field_name
-from ..cache.store import MISSING
+from ..cache.cached import cached_call
 from ..evaluate import Evaluation
 from ..exceptions import DependencyError
 from ..hashing import combine
@@ -82,14 +82,27 @@ class Sharded(Cached):
         memo_key = (self.binding.store.root, self.name, token)
         values = _SHARDS.get(memo_key)
         if values is None:
-            stored = self.binding.store.get(self.name, token)
-            if stored is MISSING:
-                stored = tuple(key_ev.value(self.inner) for key_ev in evaluations)
-                self.binding.store.set(self.name, token, stored, each=True)
+            stored = cached_call(_ShardStore(self.binding.store), self.name, token,
+                                 lambda: tuple(key_ev.value(self.inner) for key_ev in evaluations))
             values = dict(zip(group, stored))
             with _SHARDS_LOCK:
                 _SHARDS[memo_key] = values
         return values[key]
+
+
+class _ShardStore:
+    """The HDF5 store as a store of shards: a shard is a tuple that the serializer judges item by item."""
+
+    __slots__ = ("store", "persistent")
+
+    def __init__(self, store):
+        self.store, self.persistent = store, store.persistent
+
+    def get(self, field, token):
+        return self.store.get(field, token)
+
+    def set(self, field, token, value):
+        return self.store.set(field, token, value, each=True)
 
 
 class CacheColumns(CacheLayer):
