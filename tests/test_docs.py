@@ -34,7 +34,9 @@ def blocks(page, language):
 
 
 def run(args, cwd, timeout=600):
-    env = dict(os.environ, CONNECTOME_DASK_WORKERS="2", PYTHONPATH=os.pathsep.join(
+    """Run ``args`` in the folder ``cwd``, which also holds its temporary files (``tempfile.mkdtemp()`` cache
+    roots), so that pytest removes them."""
+    env = dict(os.environ, CONNECTOME_DASK_WORKERS="2", TMPDIR=str(cwd), PYTHONPATH=os.pathsep.join(
         p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
     out = subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
     assert out.returncode == 0, f"{args}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
