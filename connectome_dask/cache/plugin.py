@@ -1,0 +1,30 @@
+"""``RamCache``: the ``distributed`` worker plugin that holds a worker's RAM cache.
+
+A worker process has one RAM :class:`~connectome_dask.cache.memory.Budget` and one table of the
+stores its tasks reached (``store.local``; no pipeline object lives on a worker to hold them). The
+plugin holds both for the worker's life: ``setup`` sizes a fractional budget by the worker's memory
+limit (``connectome_dask.ram-budget``, default 25 %), ``teardown`` empties the stores. Register it
+with ``client.register_plugin(RamCache())``; :func:`~connectome_dask.cache.memory.ram_usage` does.
+Importing this module imports ``distributed``; ``import connectome_dask`` never does.
+"""
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from . import memory, store
+
+__all__ = ["RamCache"]
+
+
+class RamCache(WorkerPlugin):
+    name = "connectome_dask.ram"
+    idempotent = True
+
+    def setup(self, worker):
+        self.budget, self.stores = memory.budget(), store._HELD
+        limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+        if limit:
+            self.budget.memory = limit
+
+    def teardown(self, worker):
+        self.budget.clear()
+        self.stores.clear()
