@@ -85,6 +85,7 @@ class TestMemoryStore(StoreTests):
             store.set("f", "a", np.zeros(100))
             store.set("f", "b", np.zeros(100))
             assert len(store) == 1
+        assert budget.memory == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # not on a worker
         with dask.config.set({"connectome_dask.ram-budget": "50%"}):
             assert budget.max_bytes == budget.memory // 2
         with dask.config.set({"connectome_dask.ram-budget": 0.1}):
@@ -106,6 +107,12 @@ class TestHDF5Store(StoreTests):
 
     def corrupt(self, store, field, token):
         return _truncate(store.path(field, token))
+
+
+    def test_arrays_keep_their_byte_order(self, store):  # pickle makes them native; HDF5 keeps them
+        for token, value in zip(TOKENS, (np.array([1, 2], ">i4"), np.array([1, 2], ">m8[s]"), np.array([1.5], ">f8"))):
+            store.set("f", token, value)
+            assert same(store.get("f", token), value)
 
 
 class TestHDF5Gzip(TestHDF5Store):
@@ -476,3 +483,31 @@ def test_the_suite_catches_stores_that_break_the_contract():
         suite.test_the_persistent_flag_is_honest(LyingStore())
     with pytest.raises(AssertionError):
         suite.test_get_of_a_missing_entry_is_missing(NoneForMissing())
+
+
+def _docs_store():
+    """The ``SqliteStore`` of docs/api.md, "Writing a store" (its first block, run as written)."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "api.md")) as f:
+        section = f.read().split("## Writing a store")[1]
+    namespace = {"__name__": "docs_store"}
+    exec(section.split("```python\n")[1].split("```")[0], namespace)
+    return namespace["SqliteStore"]
+
+
+class TestTheStoreOfTheDocs(StoreTests):
+    def make_store(self, tmp_path):
+        return _docs_store()(tmp_path / "cache.db")
+
+    def corrupt(self, store, field, token):
+        import sqlite3
+
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE entries SET value = ? WHERE field = ? AND token = ?", (b"junk", field, token))
+        return True
+
+
+def test_importing_the_package_imports_neither_distributed_nor_pytest():
+    code = ("import sys, connectome_dask, connectome_dask.cache.memory, connectome_dask.layers.columns; "
+            "print(sorted(m for m in ('distributed', 'pytest', 's3fs', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -10,8 +10,7 @@ the cache). Thread-safe: one lock per budget.
 The budget is the dask config value ``connectome_dask.ram-budget`` (environment:
 ``DASK_CONNECTOME_DASK__RAM_BUDGET``), read on every store: bytes (``4000000000``, ``"4 GiB"``),
 or a fraction of the memory (``0.25`` or ``"25%"``, the default) — the machine's, or on a
-``distributed`` worker with the :class:`~connectome_dask.cache.plugin.RamCache` plugin, the
-worker's memory limit. :func:`ram_usage` says what is held, here or on every worker of a client.
+``distributed`` worker, the worker's memory limit. :func:`ram_usage` says what is held, here or on every worker of a client.
 
 A store's entries are freed with the store: a layer's stores are held by the pipelines built with
 it (``store.local``), and a finalizer returns their bytes to the budget. A store pickles as its
@@ -35,7 +34,17 @@ CONFIG = "connectome_dask.ram-budget"
 DEFAULT = 0.25
 
 
-def physical_memory():
+def memory():
+    """The memory a fractional budget is a fraction of: on a ``distributed`` worker with a memory
+    limit, that limit; else the machine's physical memory."""
+    distributed = sys.modules.get("distributed")  # never imported here: a worker has imported it
+    if distributed is not None:
+        try:
+            limit = distributed.get_worker().memory_manager.memory_limit
+        except (ValueError, AttributeError):
+            limit = None
+        if limit:
+            return int(limit)
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -87,7 +96,7 @@ class Budget:
 
     def __init__(self, max_bytes=None):
         self.fixed = max_bytes
-        self.memory = physical_memory()  # the base of a fraction (a worker's memory limit, see plugin)
+        self.memory = None  # the base of a fraction, found on first use (see ``memory``)
         self.nbytes = 0
         self.lock = threading.Lock()
         self.order = OrderedDict()  # (store serial, field, token) -> None, least recently used first
@@ -102,6 +111,8 @@ class Budget:
 
         setting = dask.config.get(CONFIG, DEFAULT)
         if setting != self._setting:
+            if self.memory is None:
+                self.memory = memory()
             self._bound, self._setting = parse_budget(setting, self.memory), setting
         return self._bound
 
@@ -241,8 +252,22 @@ def _memory_store(size, uid):
 def ram_usage(client=None):
     """Bytes held by the RAM caches: ``{"bytes", "entries", "stores", "budget"}`` of this process,
     or with a ``distributed.Client``, ``{worker address: that dict}`` for every worker (it registers
-    the :class:`~connectome_dask.cache.plugin.RamCache` plugin, so budgets follow the workers'
-    memory limits)."""
+    the :class:`~connectome_dask.cache.plugin.RamCache` plugin that holds each worker's RAM cache).
+
+    Examples
+    --------
+    >>> from connectome_dask import CacheToRam, Source, meta, ram_usage
+    >>> class Numbers(Source):
+    ...     @meta
+    ...     def ids():
+    ...         return [1, 2]
+    ...     def value(i):
+    ...         return "x" * 1000
+    >>> ds = Numbers() >> CacheToRam()
+    >>> before = ram_usage()["bytes"]
+    >>> ds.value(1) and ram_usage()["bytes"] - before
+    1000
+    """
     if client is None:
         return _BUDGET.usage()
     from .plugin import RamCache

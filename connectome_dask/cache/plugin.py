@@ -1,9 +1,9 @@
 """``RamCache``: the ``distributed`` worker plugin that holds a worker's RAM cache.
 
-A worker process has one RAM :class:`~connectome_dask.cache.memory.Budget` and one table of the
-stores its tasks reached (``store.local``; no pipeline object lives on a worker to hold them). The
-plugin holds both for the worker's life: ``setup`` sizes a fractional budget by the worker's memory
-limit (``connectome_dask.ram-budget``, default 25 %), ``teardown`` empties the stores. Register it
+A worker process has one RAM :class:`~connectome_dask.cache.memory.Budget` (by default a quarter of
+the worker's memory limit, ``connectome_dask.ram-budget``) and one table of the stores its tasks
+reached (``store.local``; no pipeline object lives on a worker to hold them). The plugin holds both
+for the worker's life, and ``teardown`` empties the stores. Register it
 with ``client.register_plugin(RamCache())``; :func:`~connectome_dask.cache.memory.ram_usage` does.
 Importing this module imports ``distributed``; ``import connectome_dask`` never does.
 """
@@ -23,7 +23,7 @@ class RamCache(WorkerPlugin):
         self.budget, self.stores = memory.budget(), store._HELD
         limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
         if limit:
-            self.budget.memory = limit
+            self.budget.memory, self.budget._setting = int(limit), None  # fractions are of the worker's limit
 
     def teardown(self, worker):
         self.budget.clear()

@@ -85,7 +85,13 @@ class Store(abc.ABC):
         """The store's identity. Default: the type and a digest of the pickled configuration;
         override it when pickling is not a pure function of where the entries live."""
         kind = f"{type(self).__module__}.{type(self).__qualname__}"
-        return combine("store", kind, hashlib.blake2b(pickle.dumps(self, protocol=4), digest_size=16).hexdigest())
+        try:
+            data = pickle.dumps(self, protocol=4)
+        except (pickle.PicklingError, AttributeError, TypeError):  # a class pickled by value
+            import cloudpickle
+
+            data = cloudpickle.dumps(self, protocol=4)
+        return combine("store", kind, hashlib.blake2b(data, digest_size=16).hexdigest())
 
 
 class DictStore(Store):
