@@ -90,7 +90,7 @@ class CacheToRam(CacheLayer):
     names : str or list of str, optional
         Fields to cache; None (default) caches every field. Unknown names are ignored.
     size : int, optional
-        Least-recently-used entries kept per field; None keeps all (up to ``max_bytes``).
+        Least-recently-used entries kept per field; None keeps all (up to the RAM budget).
     impure : bool
         Allow caching fields that depend on an ``@impure`` function (else ``ValueError``).
     store : Store, optional

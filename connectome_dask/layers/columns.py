@@ -216,7 +216,7 @@ class CacheColumns(CacheLayer):
                                       f"to the store itself, not with the store {storage!r}")
         else:
             storage = HDF5Store(storage, compression=compression, serializer=serializer)
-        self._store = ShardStore(storage)
+        self._store, self._shards = storage, ShardStore(storage)
         self._shard_size, self._args = shard_size, (index, storage, None)
         self._options = dict(verbose=verbose, shard_size=shard_size, labels=labels)
 
@@ -242,7 +242,7 @@ class CacheColumns(CacheLayer):
         super()._prepare(prev)
 
     def _new_store(self):
-        return self._store
+        return self._shards
 
     def _nodes(self, prev, store):
         table = Table("shards", _cut, [prev.fields["ids"], Const("shard_size", self._shard_size)],
