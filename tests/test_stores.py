@@ -72,6 +72,18 @@ class TestMemoryStore(StoreTests):
         gc.collect()
         assert budget.usage()["bytes"] == 800 and budget.usage()["stores"] == 1  # freed with the store
 
+    def test_evicting_the_last_reference_to_another_store_frees_it(self):
+        budget = Budget(10_000)
+        outer, inner = MemoryStore(budget=budget), MemoryStore(budget=budget)
+        inner.set("f", "x", np.zeros(10))
+        outer.set("f", "a", [inner, np.zeros(1000)])  # a value holding a store (a pipeline, say)
+        del inner
+        evict = threading.Thread(target=outer.set, args=("f", "b", np.zeros(1200)))  # evicts "a": frees inner
+        evict.start()
+        evict.join(10)
+        assert not evict.is_alive(), "the store's finalizer waited for the lock held by the eviction"
+        assert budget.usage() == {"bytes": 9600, "entries": 1, "stores": 1, "budget": 10_000}
+
     def test_hit_returns_the_stored_object(self):
         store, value = MemoryStore(), [1]
         store.set("f", "x", value)

@@ -125,6 +125,7 @@ class Budget:
         bound = self.max_bytes
         if nbytes > bound or size == 0:
             return
+        evicted = []  # values released after the lock: freeing one may free a store (its finalizer locks)
         with self.lock:
             table = self.tables.get(serial)
             if table is None:  # the store is being freed
@@ -133,40 +134,43 @@ class Budget:
             old = entries.pop(token, None)
             if old is not None:
                 self.nbytes -= old[1]
+                evicted.append(old)
             entries[token] = (value, nbytes)
             key = (serial, field, token)
             self.order[key] = None
             self.order.move_to_end(key)
             self.nbytes += nbytes
             if size is not None and len(entries) > size:
-                self._drop((serial, field, next(iter(entries))))
+                evicted.append(self._drop((serial, field, next(iter(entries)))))
             while self.nbytes > bound and self.order:
-                self._drop(next(iter(self.order)))
+                evicted.append(self._drop(next(iter(self.order))))
 
     def _drop(self, key):
         serial, field, token = key
         del self.order[key]
-        self.nbytes -= self.tables[serial][field].pop(token)[1]
+        item = self.tables[serial][field].pop(token)
+        self.nbytes -= item[1]
+        return item
 
-    def _forget(self, serial):
+    def _empty(self, serial, forget):
+        """Take every entry of a store out of the order (``forget``: and the store out of the budget)."""
         with self.lock:
-            table = self.tables.pop(serial, {})
+            table = self.tables.pop(serial, {}) if forget else self.tables.get(serial, {})
             for field, entries in table.items():
                 for token, (_, nbytes) in entries.items():
                     del self.order[serial, field, token]
                     self.nbytes -= nbytes
-                entries.clear()
+            released = dict(table)  # freed after the lock
+            table.clear()
+        del released
+
+    def _forget(self, serial):
+        self._empty(serial, forget=True)
 
     def clear(self, serial=None):
         """Empty one store (its serial), or every store of the budget."""
-        with self.lock:
-            for s in (self.tables if serial is None else [serial]):
-                table = self.tables.get(s, {})
-                for field, entries in table.items():
-                    for token, (_, nbytes) in entries.items():
-                        del self.order[s, field, token]
-                        self.nbytes -= nbytes
-                table.clear()
+        for s in (list(self.tables) if serial is None else [serial]):
+            self._empty(s, forget=False)
 
     def usage(self):
         """``{"bytes", "entries", "stores", "budget"}`` of this budget now."""
