@@ -347,6 +347,18 @@ def test_columns_compute_whole_shards_and_persist(counter, tmp_path):
         ds.value(99)
 
 
+def test_columns_ids_of_one_shard_share_its_task(counter, tmp_path):
+    ds = counted_source(counter) >> CacheColumns.simple("value", root=tmp_path / "columns", shard_size=2)
+    three, four, five = (ds.value.delayed(k) for k in (3, 4, 5))
+    assert three.key != four.key and three.key.startswith("value-")
+    assert three.key != (counted_source(counter)).value.delayed(3).key  # salted like a cached field
+    assert dask.compute(three, four, five, scheduler="sync") == (3, 4, 5)
+    assert counter.count("value") == 3  # the shard (3, 4) once, the shard (5,) once
+    from connectome_dask.persist import batches_of, cached_nodes
+
+    assert batches_of([1, 2, 3, 4, 5], cached_nodes(ds)[1], slots=2) == [[1, 2], [3, 4], [5]]
+
+
 def test_columns_errors(tmp_path):
     with pytest.raises(ValueError):
         CacheColumns.simple("x", root=tmp_path / "c", shard_size=1)
