@@ -8,9 +8,10 @@ store on top of that. A hit returns the stored object itself (as connectome: mut
 the cache). Thread-safe: one lock per budget.
 
 The budget is the dask config value ``connectome_dask.ram-budget`` (environment:
-``DASK_CONNECTOME_DASK__RAM_BUDGET``), read on every store: bytes (``4000000000``, ``"4 GiB"``),
-or a fraction of the memory (``0.25`` or ``"25%"``, the default) — the machine's, or on a
-``distributed`` worker, the worker's memory limit. :func:`ram_usage` says what is held, here or on every worker of a client.
+``DASK_CONNECTOME_DASK__RAM_BUDGET``), read whenever a value is stored: bytes (``4000000000``,
+``"4 GiB"``), or a fraction of the memory (``0.25`` or ``"25%"``, the default) — the machine's,
+or on a ``distributed`` worker, the worker's memory limit. :func:`ram_usage` says what is held,
+here or on every worker of a client.
 
 A store's entries are freed with the store: a layer's stores are held by the pipelines built with
 it (``store.local``), and a finalizer returns their bytes to the budget. A store pickles as its
@@ -26,7 +27,7 @@ import weakref
 from collections import OrderedDict
 
 from ..hashing import combine
-from .store import MISSING, Store
+from .store import MISSING, Store, current_worker
 
 __all__ = ["MemoryStore", "Budget", "budget", "ram_usage", "sizeof", "check_size"]
 
@@ -34,17 +35,13 @@ CONFIG = "connectome_dask.ram-budget"
 DEFAULT = 0.25
 
 
-def memory():
-    """The memory a fractional budget is a fraction of: on a ``distributed`` worker with a memory
-    limit, that limit; else the machine's physical memory."""
-    distributed = sys.modules.get("distributed")  # never imported here: a worker has imported it
-    if distributed is not None:
-        try:
-            limit = distributed.get_worker().memory_manager.memory_limit
-        except (ValueError, AttributeError):
-            limit = None
-        if limit:
-            return int(limit)
+def memory(worker=None):
+    """The memory a fractional budget is a fraction of: on a ``distributed`` worker (``worker``, or
+    the one running this code) with a memory limit, that limit; else the machine's physical memory."""
+    worker = current_worker() if worker is None else worker
+    limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+    if limit:
+        return int(limit)
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):

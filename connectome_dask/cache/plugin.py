@@ -16,14 +16,14 @@ __all__ = ["RamCache"]
 
 
 class RamCache(WorkerPlugin):
+    """Holds the worker's RAM budget and stores; sizes the budget by the worker's memory limit."""
+
     name = "connectome_dask.ram"
     idempotent = True
 
     def setup(self, worker):
         self.budget, self.stores = memory.budget(), store._HELD
-        limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
-        if limit:
-            self.budget.memory, self.budget._setting = int(limit), None  # fractions are of the worker's limit
+        self.budget.memory, self.budget._setting = memory.memory(worker), None  # fractions of the worker's limit
 
     def teardown(self, worker):
         self.budget.clear()

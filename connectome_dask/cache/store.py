@@ -152,17 +152,17 @@ def local(store):
         found = _LOCAL.get(token)
         if found is None:
             found = _LOCAL[token] = store
-            if _on_worker():
+            if current_worker() is not None:
                 _HELD[token] = store
     return found
 
 
-def _on_worker():
+def current_worker():
+    """The ``distributed`` worker running this code, or None."""
     distributed = sys.modules.get("distributed")  # never imported here: a worker has imported it
     if distributed is None:
-        return False
+        return None
     try:
-        distributed.get_worker()
+        return distributed.get_worker()
     except ValueError:
-        return False
-    return True
+        return None
