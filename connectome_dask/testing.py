@@ -94,7 +94,7 @@ sys.stdout.buffer.write(pickle.dumps((seen, error is None)))
 class StoreTests:
     """The contract of a store (``connectome_dask.cache.store.Store``), as pytest tests.
 
-    Define :meth:`make_store`; optionally :meth:`values` and :meth:`corrupt`."""
+    Define :meth:`make_store`; optionally :meth:`values`, :meth:`corrupt` and :meth:`break_writes`."""
 
     def make_store(self, tmp_path):
         """A new store; entries under ``tmp_path`` if it keeps files."""
@@ -106,6 +106,11 @@ class StoreTests:
 
     def corrupt(self, store, field, token):
         """Damage the stored entry; return False if the store has nothing that can be damaged."""
+        return False
+
+    def break_writes(self, store, monkeypatch):
+        """Make writes fail as the environment would (read-only, full, denied), e.g. with
+        ``monkeypatch``; return False if the store cannot fail to write."""
         return False
 
     @pytest.fixture
@@ -184,10 +189,24 @@ class StoreTests:
         for token in TOKENS[8:10]:
             store.set("c", token, value)
         if not all([self.corrupt(store, "c", token) for token in TOKENS[8:10]]):
-            pytest.skip(f"{type(self).__name__}.corrupt: this store keeps nothing that can be damaged")
+            pytest.skip(f"{type(self).__name__} defines no corrupt (the store keeps nothing that can be damaged?)")
         fresh = pickle.loads(cloudpickle.dumps(store))  # nothing remembered from the writes
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             assert fresh.get("c", TOKENS[8]) is MISSING and fresh.get("c", TOKENS[9]) is MISSING
         assert len([w for w in caught if issubclass(w.category, CacheWarning)]) == 1, "one CacheWarning per cause"
         assert fresh.set("c", TOKENS[8], value) is None and same(fresh.get("c", TOKENS[8]), value)
+
+    def test_a_failed_write_returns_the_error_after_one_warning(self, store, monkeypatch):
+        first, second = self.values()[:2]
+        store.set("w", TOKENS[10], first)
+        if not self.break_writes(store, monkeypatch):
+            pytest.skip(f"{type(self).__name__} defines no break_writes (the store cannot fail to write?)")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            errors = [store.set("w", TOKENS[11], second), store.set("w", TOKENS[12], second)]
+        assert all(isinstance(e, BaseException) for e in errors), "set returns the error that kept the value out"
+        assert len([w for w in caught if issubclass(w.category, CacheWarning)]) == 1, "one CacheWarning per cause"
+        assert same(store.get("w", TOKENS[10]), first)
+        monkeypatch.undo()
+        assert pickle.loads(cloudpickle.dumps(store)).get("w", TOKENS[11]) is MISSING, "the failed write left an entry"

@@ -113,12 +113,20 @@ class TestDictStore(StoreTests):
         return as_store({})
 
 
+def _read_only(*args, **kwargs):
+    raise OSError(30, "Read-only file system")  # tests run as root, where chmod would not stop writes
+
+
 class TestHDF5Store(StoreTests):
     def make_store(self, tmp_path):
         return HDF5Store(tmp_path / "root")
 
     def corrupt(self, store, field, token):
         return _truncate(store.path(field, token))
+
+    def break_writes(self, store, monkeypatch):
+        monkeypatch.setattr(os, "replace", _read_only)
+        return True
 
 
     def test_arrays_keep_their_byte_order(self, store):  # pickle makes them native; HDF5 keeps them
@@ -159,6 +167,10 @@ class TestShardStore(StoreTests):
 
     def corrupt(self, store, field, token):
         return _truncate(store.store.path(field, token))
+
+    def break_writes(self, store, monkeypatch):
+        monkeypatch.setattr(os, "replace", _read_only)
+        return True
 
     def test_the_serializer_judges_each_value_of_a_shard(self, tmp_path):
         store = self.make_store(tmp_path)
