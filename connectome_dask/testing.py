@@ -119,7 +119,7 @@ class StoreTests:
 
     def test_get_of_a_missing_entry_is_missing(self, store):
         assert store.get("f", TOKENS[0]) is MISSING
-        assert store.contains("f", TOKENS[0]) is False
+        assert not store.contains("f", TOKENS[0])
 
     def test_set_get_round_trip(self, store):
         for token, value in zip(TOKENS, self.values()):
@@ -152,8 +152,8 @@ class StoreTests:
         first, second = self.values()[:2]
         store.set("f", TOKENS[6], first)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        out = subprocess.run([sys.executable, "-c", _CHILD], input=cloudpickle.dumps((store, TOKENS[6], TOKENS[7], second)),
-                             capture_output=True, env=env, timeout=120)
+        message = cloudpickle.dumps((store, TOKENS[6], TOKENS[7], second))
+        out = subprocess.run([sys.executable, "-c", _CHILD], input=message, capture_output=True, env=env, timeout=120)
         assert out.returncode == 0, out.stderr.decode()
         seen, stored = pickle.loads(out.stdout)
         if store.persistent:
