@@ -7,7 +7,6 @@ import datetime
 import gc
 import multiprocessing
 import os
-import pathlib
 import pickle
 import random
 import shutil
@@ -17,7 +16,6 @@ import sys
 import threading
 import time
 import typing
-import uuid
 import warnings
 import zoneinfo
 
