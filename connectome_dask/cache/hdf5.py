@@ -148,29 +148,41 @@ class HDF5Store(Store):
             warnings.warn(message, CacheWarning, stacklevel=stacklevel)
 
     def entries(self):
-        """``(field, token, path, size, mtime)`` of every entry, without opening any file (folders that
-        cannot be fields are not listed)."""
-        for field in _scandir(self.root):
-            if not field.is_dir() or _name_problem(field.name):
-                continue
-            for prefix in _scandir(field.path):
-                if not prefix.is_dir():
-                    continue
-                for entry in _scandir(prefix.path):
-                    if entry.name.endswith(".h5") and not entry.name.startswith("."):
-                        try:
-                            info = entry.stat()
-                        except FileNotFoundError:  # deleted while listed
-                            continue
-                        yield field.name, entry.name[:-3], entry.path, info.st_size, info.st_mtime
+        """``(field, token, path, size, mtime)`` of every entry, without opening any file: regular
+        files only, in field and fan-out folders that are folders of the root (symbolic links are
+        never followed; folders that cannot be fields are not listed)."""
+        return self.files("entry")
 
     def temporaries(self):
-        """Paths of temporary files left by killed writers."""
+        """``(field, token, path, size, mtime)`` of the temporary files of writers (killed ones, or live)."""
+        return self.files("temporary")
+
+    def files(self, kind):
+        """``(field, token, path, size, mtime)`` of the files of one ``kind`` inside the root: ``"entry"``
+        (``<token>.h5`` regular files), ``"temporary"`` (``.<token>.<random>.tmp`` regular files) or
+        ``"other"`` (what else sits at an entry's name: a symbolic link, a FIFO; listed, not followed,
+        so that the CLI can remove it as itself). Entries that vanish while listed are skipped."""
         for field in _scandir(self.root):
-            if field.is_dir():
-                for prefix in _scandir(field.path):
-                    if prefix.is_dir():
-                        yield from (e.path for e in _scandir(prefix.path) if e.name.endswith(".tmp"))
+            if _name_problem(field.name) or not field.is_dir(follow_symlinks=False):
+                continue
+            for prefix in _scandir(field.path):
+                if len(prefix.name) != 1 or not prefix.is_dir(follow_symlinks=False):
+                    continue
+                for entry in _scandir(prefix.path):
+                    name = entry.name
+                    if name.endswith(".h5") and not name.startswith("."):
+                        token = name[:-3]
+                    elif name.startswith(".") and name.endswith(".tmp"):
+                        token = name[1:].split(".", 1)[0]
+                    else:
+                        continue
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:  # deleted while listed
+                        continue
+                    found = "temporary" if name[0] == "." else "entry"
+                    if kind == (found if stat.S_ISREG(info.st_mode) else "other" if found == "entry" else None):
+                        yield field.name, token, entry.path, info.st_size, info.st_mtime
 
     def verify(self, field, token):
         """Whether the entry reads back with a valid digest."""
