@@ -425,3 +425,42 @@ def test_folders_that_cannot_be_fields_are_not_listed(tmp_path):
     planted.mkdir(parents=True)
     shutil.copyfile(store.path("f", TOKENS[0]), planted / f"{TOKENS[0]}.h5")
     assert [(field, token) for field, token, *_ in store.entries()] == [("f", TOKENS[0])]
+
+
+# --- parameters are frozen when the pipeline is built ------------------------------------------------
+
+
+SHIFTS = {"all": np.zeros(3)}
+
+
+class Weighted(Source):
+    _weights: np.ndarray
+    _shifts: dict = SHIFTS
+
+    @meta
+    def ids():
+        return ["a", "b"]
+
+    def total(id, _weights, _shifts):
+        return float((_weights + _shifts["all"]).sum()) + len(id)
+
+    def weights(id, _weights):
+        return _weights
+
+
+def test_an_array_parameter_changed_in_place_after_building_changes_neither_value_nor_key(tmp_path):
+    weights = np.array([1.0, 2.0, 3.0])
+    cached = Weighted(weights=weights) >> CacheToDisk(tmp_path / "root", ["total"])
+    key = cached.total.delayed("a").key
+    weights[0] = 100.0  # in place, after the pipeline was built, before anything was computed
+    assert cached.total("a") == 7.0 and cached.total.delayed("a").key == key
+    again = Weighted(weights=np.array([1.0, 2.0, 3.0])) >> CacheToDisk(tmp_path / "root", ["total"])
+    assert again.total.delayed("a").key == key and again.total("a") == 7.0  # the entry means what its key says
+    changed = Weighted(weights=weights)
+    assert changed.total.delayed("a").key != key and changed.total("a") == 106.0  # the new array: a new key
+    inside = Weighted(weights=weights).weights("a")
+    assert not inside.flags.writeable and inside is not weights and weights.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        inside[0] = 0
+    SHIFTS["all"] += 1  # an array in a default, changed in place after the layer was built
+    assert cached.total("b") == 7.0 and Weighted(weights=np.array([1.0, 2.0, 3.0])).total("b") == 10.0
