@@ -180,8 +180,11 @@ class HDF5Store(Store):
                         info = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:  # deleted while listed
                         continue
-                    found = "temporary" if name[0] == "." else "entry"
-                    if kind == (found if stat.S_ISREG(info.st_mode) else "other" if found == "entry" else None):
+                    if stat.S_ISREG(info.st_mode):
+                        found = "temporary" if name[0] == "." else "entry"
+                    else:
+                        found = "other" if name[0] != "." else None
+                    if found == kind:
                         yield field.name, token, entry.path, info.st_size, info.st_mtime
 
     def verify(self, field, token):

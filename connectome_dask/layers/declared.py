@@ -158,17 +158,20 @@ def _bind_parameters(spec, args, kwargs):
     return values
 
 
-def frozen(value):
+def frozen(value, _inside=()):
     """``value`` safe from in-place changes by its caller: NumPy arrays copied and made read-only (also
-    inside lists, tuples and dicts, which are copied); other values as they are."""
+    inside lists, tuples and dicts, which are copied); other values as they are. (A container that
+    holds itself is left as it is: hashing it raises ``HashingError``.)"""
     kind = type(value)
     if isinstance(value, np.ndarray):
         value = np.array(value)  # a copy, of the base class (a memmap's data in memory)
         value.flags.writeable = False
-    elif kind in (list, tuple):
-        value = kind(frozen(item) for item in value)
-    elif kind is dict:
-        value = {key: frozen(item) for key, item in value.items()}
+    elif kind in (list, tuple, dict) and id(value) not in _inside:
+        inside = (*_inside, id(value))
+        if kind is dict:
+            value = {key: frozen(item, inside) for key, item in value.items()}
+        else:
+            value = kind(frozen(item, inside) for item in value)
     return value
 
 
