@@ -205,3 +205,13 @@ def test_delete_honours_field_and_age_for_temporaries(root):
     assert not os.path.exists(paths["image"])
     code, out, _ = cli("cache", root.root, "delete", "--all")
     assert os.path.exists(paths["live"])  # a writer younger than an hour may still be writing
+
+
+def test_verify_reports_a_fifo_at_an_entry_without_opening_it(root):
+    fifo = root.path("image", "c3")
+    os.unlink(fifo)
+    os.mkfifo(fifo)  # opening it would block the command forever (cli() times out after 60 s)
+    code, out, _ = cli("cache", root.root, "verify")
+    assert code == 1 and f"bad: {fifo}: not a regular file" in out
+    code, out, _ = cli("cache", root.root, "verify", "--remove")
+    assert code == 0 and not os.path.lexists(fifo)
