@@ -29,6 +29,8 @@ worker fails. Tasks report, at most every half second, how many of their entries
 """
 
 import dataclasses
+import os
+import sys
 import time
 import uuid
 import warnings
@@ -37,6 +39,7 @@ from .allocator import restore as restore_heap, reuse_freed_memory
 from .cache.cached import recording as outcomes
 from .exceptions import CacheWarning, InvalidArgument, NothingToPersist, PersistError
 from .graph import Batch, Batches
+from .hashing import combine
 from .nodes import Cached, Input, walk
 from .progress import PROGRESS_TOPIC, REPORT_EVERY, Tally, reporter
 
@@ -265,14 +268,17 @@ class PersistJob:
 
 
 class _Run:
-    """The tasks of one call: submits batches and runs lost ones again, one entry per task."""
+    """The tasks of one call. A task lost with its worker (``KilledWorker``) is run again one entry
+    per task; an entry lost again is run once more alone, when nothing else runs (a task queued on a
+    worker that another entry kills is lost with it), and fails only if it kills its worker then."""
 
     def __init__(self, client, batches_, name, nonce):
         self.client, self.batches, self.name, self.nonce = client, batches_, name, nonce
 
-    def submit(self, batches, report):
+    def submit(self, batches, report, nonce=None):
         """Futures and the batches they run (entries whose key cannot be made fail here)."""
-        graph, tasks, errors = self.batches.build([[{"id": k} for k in b] for b in batches], self.nonce, self.name)
+        entries = [[{"id": k} for k in b] for b in batches]
+        graph, tasks, errors = self.batches.build(entries, nonce or self.nonce, self.name)
         for (b, i), error in errors.items():
             report.failed[batches[b][i]] = error
         run = [(key, [batches[b][i] for i in kept]) for b, (key, kept) in enumerate(tasks) if key is not None]
@@ -282,36 +288,53 @@ class _Run:
         return futures, [entries for _, entries in run]
 
     def collect(self, futures, batches, report, unstored, timeout, progress):
-        from distributed import KilledWorker, as_completed
-
-        sizes = {f.key: len(b) for f, b in zip(futures, batches)}
-        entries = {f.key: b for f, b in zip(futures, batches)}
-        tally = Tally(self.client, futures, list(sizes.values())) if progress and futures else None
+        tally = Tally(self.client, futures, [len(b) for b in batches]) if progress and futures else None
         try:
-            done = as_completed(futures, loop=self.client.loop, timeout=timeout, with_results=True,
-                                raise_errors=False)
-            for future, result in done:
-                batch = entries.pop(future.key)
-                if future.status == "finished":
-                    for key, status in zip(batch, result):
-                        _count(report, unstored, key, status)
-                else:
-                    error = _error_of(future)
-                    if isinstance(error, KilledWorker) and len(batch) > 1:  # isolate the entry that kills
-                        more, parts = self.submit([[key] for key in batch], report)
-                        if tally is not None:
-                            tally.replace(future.key, {f.key: 1 for f in more})
-                        for f, part in zip(more, parts):
-                            entries[f.key] = part
-                            done.add(f)
-                        continue
-                    for key in batch:
-                        report.failed[key] = error
+            lost = self._gather(futures, batches, report, unstored, timeout, tally, split=True)
+            for n, (old, key) in enumerate(lost):
+                alone, parts = self.submit([[key]], report, nonce=combine(self.nonce, "alone", str(n)))
                 if tally is not None:
-                    tally.set(future.key, len(batch))
+                    tally.replace(old, {f.key: 1 for f in alone})
+                for _, error in self._gather(alone, parts, report, unstored, timeout, tally, split=False):
+                    report.failed[key] = error
         finally:
             if tally is not None:
                 tally.close()
+
+    def _gather(self, futures, batches, report, unstored, timeout, tally, split):
+        """Count the results of ``futures`` as they finish; ``[(task key, id)]`` of single entries lost
+        with their worker (``split``: a lost batch is first run again one entry per task)."""
+        from distributed import KilledWorker, as_completed
+
+        entries = {f.key: b for f, b in zip(futures, batches)}
+        lost = []
+        done = as_completed(futures, loop=self.client.loop, timeout=timeout, with_results=True, raise_errors=False)
+        for future, result in done:
+            batch = entries.pop(future.key)
+            if future.status == "finished":
+                for key, status in zip(batch, result):
+                    _count(report, unstored, key, status)
+            else:
+                error = _error_of(future)
+                if isinstance(error, KilledWorker) and split:
+                    if len(batch) == 1:
+                        lost.append((future.key, batch[0]))
+                        continue
+                    more, parts = self.submit([[key] for key in batch], report)
+                    if tally is not None:
+                        tally.replace(future.key, {f.key: 1 for f in more})
+                    entries.update((f.key, part) for f, part in zip(more, parts))
+                    for f in more:
+                        done.add(f)
+                    continue
+                if not split:
+                    lost.append((future.key, error))
+                    continue
+                for key in batch:
+                    report.failed[key] = error
+            if tally is not None:
+                tally.set(future.key, len(batch))
+        return lost
 
 
 def _count(report, unstored, key, status):
@@ -332,7 +355,17 @@ def _warn(unstored):
     for (field, _, _), errors in unstored.items():
         warnings.warn(f"persist: {len(errors)} entr{'y' if len(errors) == 1 else 'ies'} of field {field!r} could "
                       f"not be stored ({type(errors[0]).__name__}: {errors[0]}); their ids are reported as failed. "
-                      "Make the cache root writable (or free space) and persist again", CacheWarning, stacklevel=4)
+                      "Make the cache root writable (or free space) and persist again", CacheWarning,
+                      stacklevel=_user_level())
+
+
+def _user_level():
+    """The ``stacklevel`` of a warning given here that points at the user's code calling the package."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(package + os.sep):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def _error_of(future):
