@@ -27,6 +27,14 @@ The stamps of ``@files`` nodes (``stamps``) are computed here, once per entry, w
 made; tasks that need them to make a token get the entry's table as their last argument.
 The boundary analysis depends only on the plan, so it is done once per set of fields
 (:class:`Structure`) and the per-entry cost is one token and one ``Task`` per boundary.
+
+Batches
+-------
+``persist`` runs :class:`Batches`: one task per batch of entries (a :class:`Batch`: the ``Runner``
+of all the nodes to fill, called once per entry), everything of an entry fused as below a
+``Cached`` node, plus the shared tasks of the static boundaries it needs (keyed as above). A batch
+task's key combines the keys above of the nodes it fills, for each of its entries, with the caller's
+nonce (which also stands for ``@impure`` leaves).
 """
 
 import uuid
