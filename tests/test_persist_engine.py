@@ -186,6 +186,7 @@ def test_a_second_persist_of_a_pipeline_ending_in_a_ram_cache(client, counter, c
 
     # the cropped image is cached in RAM only; not `mask`, which the disk cache below holds, nor `id`
     assert set(sum(client.run(fields, ram._uids).values(), [])) == {"image"}
+    assert ds.id("s03") == "s03" and "id" not in fields(ram._uids)  # nor by the eager path
 
 
 def test_a_crashing_entry_fails_alone(counter, cache_root):

@@ -23,7 +23,7 @@ from ..cache.hdf5 import HDF5Store, check_field_name
 from ..cache.memory import MemoryStore
 from ..cache.cached import cached_call
 from ..hashing import combine
-from ..nodes import Cached, walk
+from ..nodes import Cached, Input, walk
 from ..plan import Plan
 from ..stamps import attach
 from .base import Layer, as_names
@@ -118,6 +118,8 @@ class CacheLayer(Layer):
         binding = self._binding()
         fields = dict(prev.fields)
         for name in self._cached_names(prev):
+            if isinstance(prev.fields[name], Input):  # the key itself (`id`) or a raw input: nothing to cache
+                continue
             fields[name] = Cached(name, prev.fields[name], binding)
             if isinstance(binding, DiskBinding):
                 attach(prev.fields[name], binding.store().root)  # the stamp index lives in this root
