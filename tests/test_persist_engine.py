@@ -201,10 +201,8 @@ def test_a_crashing_entry_fails_alone(counter, cache_root):
         assert list(report.failed) == ["c17"] and report.computed + report.cached == 39
         assert type(report.failed["c17"]).__name__ == "KilledWorker"
         assert sum(1 for _ in HDF5Store(cache_root).entries()) == 39  # what the report counts is stored
-        client.wait_for_workers(2, timeout=60)
         with pytest.raises(PersistError, match="died while computing"):
             ds.persist(client, progress=False)
-        client.wait_for_workers(2, timeout=60)
         again = ds.persist(client, ids=[k for k in ds.ids if k != "c17"], progress=False)
         assert (again.computed, again.cached, again.failed) == (0, 39, {})
 
