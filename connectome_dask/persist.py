@@ -9,7 +9,9 @@ keys them. A task's key is ``f"{fields}-{token}"``: the token combines the task 
 nodes it fills for each of its entries (Merkle tokens and store salts: an edited pipeline never
 shares a key with the old one) and a nonce drawn per call, so a call is never answered by the
 futures of an earlier one (a ``PersistJob`` still held, or a ``PersistError`` whose traceback
-holds them); measured in the README, a nonce costs nothing that releasing futures would save.
+holds them). Releasing futures instead cannot reach futures the user holds, and saves nothing: a
+second persist of 2,000 cheap ids on 2 workers took 817 ms (median of 7) with the nonce, 832 ms with
+fixed keys.
 The stamps of ``@files`` functions are computed on the client while the keys are made, once per
 call, and shipped with each batch (:mod:`connectome_dask.stamps`).
 
