@@ -33,7 +33,7 @@ import sys
 import threading
 import warnings
 
-__all__ = ["resolve_client", "embedded_client", "close_embedded", "start_method", "QUIET_WORKERS",
+__all__ = ["resolve_client", "embedded_client", "embedded_workers", "close_embedded", "start_method", "QUIET_WORKERS",
            "PRELOAD"]
 
 #: dask settings the embedded cluster starts with: no statistical profiler (it samples every thread
@@ -93,13 +93,13 @@ def embedded_client():
         client = _embedded.get("client")
         if client is not None and client.status == "running":
             return client
+        workers = embedded_workers()
         _check_main_guard()
         method = start_method()
         if method == "forkserver":
             _start_fork_server()
         from distributed import Client, LocalCluster
 
-        workers = int(os.environ.get("CONNECTOME_DASK_WORKERS", os.cpu_count() or 1))
         with _worker_settings(method):
             # no dashboard; the scheduler's HTTP server (metrics) on a free port, not on 8787,
             # which stays free for the user's own cluster's dashboard
@@ -112,6 +112,26 @@ def embedded_client():
         return client
 
 
+def embedded_workers():
+    """The embedded cluster's worker processes: ``CONNECTOME_DASK_WORKERS`` if set (a whole number
+    >= 1), else one per core. Any other value raises :class:`~connectome_dask.exceptions.ConfigError`
+    (a ``ValueError``) before anything starts: a cluster of no workers would wait for them forever."""
+    raw = os.environ.get("CONNECTOME_DASK_WORKERS", "").strip()
+    if not raw:
+        return os.cpu_count() or 1
+    try:
+        workers = int(raw)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        from .exceptions import ConfigError
+
+        raise ConfigError(f"CONNECTOME_DASK_WORKERS={raw!r}: set it to the number of worker processes of the "
+                          "embedded cluster, a whole number >= 1 (e.g. CONNECTOME_DASK_WORKERS=4), or unset it "
+                          f"for one per core ({os.cpu_count() or 1} here)")
+    return workers
+
+
 def start_method():
     """How the embedded cluster starts its worker processes: ``CONNECTOME_DASK_START_METHOD``
     (``fork``, ``forkserver`` or ``spawn``) if set; else, on Linux, ``fork`` in a process with no
@@ -121,7 +141,10 @@ def start_method():
     method = os.environ.get("CONNECTOME_DASK_START_METHOD")
     if method:
         if method not in ("fork", "forkserver", "spawn"):
-            raise ValueError(f"CONNECTOME_DASK_START_METHOD={method!r}: use fork, forkserver or spawn")
+            from .exceptions import ConfigError
+
+            raise ConfigError(f"CONNECTOME_DASK_START_METHOD={method!r}: set it to fork, forkserver or spawn, or "
+                              "unset it for the default (see connectome_dask.cluster)")
         return method
     if not sys.platform.startswith("linux"):
         return None

@@ -30,6 +30,8 @@ __all__ = [
     "DuplicateKeys",
     "UnknownAlgorithm",
     "MissingFile",
+    "NothingToPersist",
+    "ConfigError",
 ]
 
 
@@ -126,6 +128,16 @@ class UnknownAlgorithm(ConnectomeError, ValueError, AttributeError):
 
 class MissingFile(ConnectomeError, FileNotFoundError):
     """A raw file that a ``@files`` function names does not exist (names the layer, the entry and the path)."""
+
+
+class NothingToPersist(FieldError, ValueError):
+    """``persist(fields=...)`` names something that is not a cached field, or the pipeline has no
+    persistent cache to fill (the message lists the cached fields)."""
+
+
+class ConfigError(ConnectomeError, ValueError):
+    """An environment variable of connectome_dask has a value it cannot use (the message names the
+    variable and what to set)."""
 
 
 class CacheWarning(UserWarning):

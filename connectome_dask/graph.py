@@ -27,12 +27,20 @@ The stamps of ``@files`` nodes (``stamps``) are computed here, once per entry, w
 made; tasks that need them to make a token get the entry's table as their last argument.
 The boundary analysis depends only on the plan, so it is done once per set of fields
 (:class:`Structure`) and the per-entry cost is one token and one ``Task`` per boundary.
+
+Batches
+-------
+``persist`` runs :class:`Batches`: one task per batch of entries (a :class:`Batch`: the ``Runner``
+of all the nodes to fill, called once per entry), everything of an entry fused as below a
+``Cached`` node, plus the shared tasks of the static boundaries it needs (keyed as above). A batch
+task's key combines the keys above of the nodes it fills, for each of its entries, with the caller's
+nonce (which also stands for ``@impure`` leaves).
 """
 
 import uuid
 from contextlib import nullcontext
 
-from dask.task_spec import Task, TaskRef
+from dask.task_spec import DataNode, Task, TaskRef
 
 from .evaluate import Evaluation
 from .hashing import combine
@@ -40,7 +48,7 @@ from .nodes import Cached, Const, Input, Node, static_token, walk
 from .shipping import Shipped
 from .stamps import recording, shipped
 
-__all__ = ["Structure", "Runner", "build"]
+__all__ = ["Structure", "Runner", "build", "Batch", "Batches"]
 
 
 class Runner(Shipped):
@@ -64,13 +72,16 @@ class Runner(Shipped):
     def __call__(self, *args):
         self._check()
         n = len(self.inputs)
-        ev = Evaluation(dict(zip(self.inputs, args[:n])))
+        ev = self._evaluation(dict(zip(self.inputs, args[:n])))
         if self.deps:
             ev.values.update(zip(self.deps, args[n:n + len(self.deps)]))
         if self.stamped:
             with shipped(args[-1]):
                 return ev.value(self.node)
         return ev.value(self.node)
+
+    def _evaluation(self, inputs):
+        return Evaluation(inputs)
 
     def __repr__(self):
         return f"run({self.node.name})"
@@ -225,3 +236,119 @@ def _input_arg(value, graph):
     if isinstance(key, list) and len(key) == 1:
         key = key[0]
     return TaskRef(key)
+
+
+# -- batches: persist's tasks ------------------------------------------------------------------
+
+class Bypass(Evaluation):
+    """An evaluation in which the ``Cached`` nodes of ``bypass`` are not looked up: the node they
+    wrap is evaluated instead (``persist`` does not fill a RAM cache that holds what a disk cache holds)."""
+
+    __slots__ = ("bypass",)
+
+    def __init__(self, inputs, bypass):
+        super().__init__(inputs)
+        self.bypass = bypass
+
+    def _spawn(self, inputs):
+        return Bypass(inputs, self.bypass)
+
+    def value(self, node):
+        while node in self.bypass:
+            node = node.inner
+        return Evaluation.value(self, node)
+
+
+class Batch(Runner):
+    """A :class:`Runner` of one ``node`` for every entry of a batch: ``task(entries, *deps, stamps)``,
+    ``entries`` a list of tuples of raw input values (in the order of ``inputs``). Each entry is one
+    call of the ``Runner`` (its own evaluation, ``bypass``: see :class:`Bypass`); :meth:`entry` says
+    what the task returns for it (``persist`` subclasses it: what the entry's cached calls did)."""
+
+    __slots__ = ("bypass",)
+
+    def __init__(self, node, inputs, deps, stamped=False, bypass=frozenset()):
+        super().__init__(node, inputs, deps, stamped)
+        self.bypass = frozenset(bypass)
+
+    def _args(self):
+        return (*super()._args(), self.bypass)
+
+    def _evaluation(self, inputs):
+        return Bypass(inputs, self.bypass) if self.bypass else Evaluation(inputs)
+
+    def __call__(self, entries, *rest):
+        return [self.entry(values, rest) for values in entries]
+
+    def entry(self, values, rest):
+        return Runner.__call__(self, *values, *rest)
+
+    def __repr__(self):
+        return f"batch({self.node.name})"
+
+
+class Batches:
+    """Tasks evaluating ``roots`` for batches of entries: one task per batch, in which everything
+    an entry needs is fused (as below a ``Cached`` node: a hit waits for nothing), plus one shared
+    task per static boundary the batch needs (a node that needs no entry value, e.g. a routing
+    table: the boundary analysis of :class:`Structure`, with the same keys as ``.delayed``'s).
+    ``task``: the :class:`Batch` subclass that runs a batch."""
+
+    def __init__(self, roots, task=Batch, bypass=()):
+        self.roots = tuple(roots)
+        self.pack = Pack(self.roots)
+        deps = _static_deps(self.roots)
+        self.static = Structure(deps) if deps else None
+        stamped = any(n.stamped for n in walk([self.pack], inner=True))
+        inputs = sorted({n.name for n in walk([self.pack]) if isinstance(n, Input)})
+        self.task = task(self.pack, inputs, deps, stamped, bypass)
+
+    def build(self, batches, nonce, name, graph=None):
+        """Add a task per batch (a list of dicts of raw inputs) to ``graph``; its key is
+        ``f"{name}-{token}"``, ``token`` combining ``nonce`` and the task keys of the roots for each
+        entry (their Merkle tokens, store salts and, for ``@impure`` leaves, ``nonce``). The
+        stamps of ``@files`` nodes are computed here, once per batch. An entry whose key cannot be
+        made (an unknown key, a missing file) is left out of its task. Returns ``(graph, tasks,
+        errors)``: ``tasks`` a ``(key, positions of the entries it runs)`` per batch (``key`` None if
+        it runs none), ``errors`` ``{(batch, position): error}``."""
+        graph = {} if graph is None else graph
+        deps = []
+        if self.static is not None:
+            graph, (deps,) = build(self.static, [{}], graph)
+        task, tasks, errors = self.task, [], {}
+        for b, entries in enumerate(batches):
+            parts, values, kept = [], [], []
+            with recording() if task.stamped else nullcontext() as stamps:
+                for i, inputs in enumerate(entries):
+                    ev = _KeyTokens(inputs, nonce)
+                    try:
+                        parts += [task_key(n, ev.token(n)) for n in self.roots]
+                    except Exception as e:  # noqa: BLE001 - that entry fails, the others run
+                        errors[b, i] = e
+                        continue
+                    values.append(tuple(inputs[n] for n in task.inputs))
+                    kept.append(i)
+            key = f"{name}-{combine(nonce, *parts)}" if kept else None
+            if kept:
+                graph[key] = Task(key, task, DataNode(None, values), *map(TaskRef, deps),
+                                  *[stamps] * task.stamped)
+            tasks.append((key, kept))
+        return graph, tasks, errors
+
+
+def _static_deps(roots):
+    """The static nodes (no entry value needed, not a parameter) that evaluating ``roots`` reaches
+    without entering a ``Cached`` node, outermost ones only."""
+    found, seen = [], set()
+    stack = [d for r in roots if not isinstance(r, Cached) for d in r.deps()]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if static_token(node) is not None:
+            if not _trivial(node):
+                found.append(node)
+        elif not isinstance(node, Cached):
+            stack.extend(node.deps())
+    return found

@@ -1,125 +1,139 @@
-"""``pipeline.persist(client)``: fill every cache layer of a pipeline in parallel with dask.
+"""``pipeline.persist(client)``: fill the cache layers of a pipeline in parallel with dask.
 
-Coarse tasks: each evaluates, for a batch of entries (see :func:`batches_of`; a whole shard for
-``CacheColumns``), every requested ``Cached`` node of an entry in one
-:class:`~connectome_dask.evaluate.Evaluation`, so upstream work shared by several cached fields
-runs once, a store that already holds an entry is not recomputed, and nothing upstream of a hit
-runs. A task on a worker reports, at most every half second, how many of its entries are done
-(:mod:`connectome_dask.progress`), so the progress bar moves per entry. Workers
-write HDF5 entries straight into the shared root (atomic publish), and a task returns only a short
-status per entry, so the client holds no arrays. Tasks are keyed
-``f"{fields}-{token}"`` (the fields' names, then a token of the batch's entries), so the
-dashboard groups them by field. The stamps of ``@files`` functions are computed here, once per
-call, and shipped with each batch (:mod:`connectome_dask.stamps`): workers do not hash raw files.
+One engine. The tasks are :mod:`connectome_dask.graph`'s :class:`~connectome_dask.graph.Batches`:
+one task per batch of entries (see :func:`batches_of`; a whole shard for ``CacheColumns``), a
+:class:`~connectome_dask.graph.Runner` evaluating every cached node to fill of an entry in one
+:class:`~connectome_dask.evaluate.Evaluation` (shared upstream work runs once, nothing upstream
+of a hit runs), plus the shared tasks of the static nodes the batch needs, keyed as ``.delayed``
+keys them. A task's key is ``f"{fields}-{token}"``: the token combines the task keys of the cached
+nodes it fills for each of its entries (Merkle tokens and store salts: an edited pipeline never
+shares a key with the old one) and a nonce drawn per call, so a call is never answered by the
+futures of an earlier one (a ``PersistJob`` still held, or a ``PersistError`` whose traceback
+holds them). Releasing futures instead cannot reach futures the user holds, and saves nothing: a
+second persist of 2,000 cheap ids on 2 workers took 817 ms (median of 7) with the nonce, 832 ms with
+fixed keys.
+The stamps of ``@files`` functions are computed on the client while the keys are made, once per
+call, and shipped with each batch (:mod:`connectome_dask.stamps`).
 
-The task catches the user's exception and returns it; a task lost with its worker is retried by
-dask, and if it still fails its id is reported as failed with that error. After the call
-``computed + cached + len(failed)`` is the number of ids.
+A true report. Each entry is evaluated under :func:`connectome_dask.cache.cached.recording`: the
+task returns, per entry, what its cached calls did — persistent entries written, found, or not
+stored (and why) — so ``computed`` counts ids whose persistent entries this call wrote, an entry
+the store could not write fails its id with the store's error (and the warning is given again on
+the client, once per cause), a corrupt entry is recomputed and counted computed, and a RAM cache
+is never mistaken for stored work (``in_ram``). A RAM cache that holds the same value as a
+persistent cache of the chain (``CacheToDisk >> CacheToRam``, or below it) is passed through,
+not filled (``ram=True`` fills it): workers keep no RAM no one asked for.
+
+Crash isolation. A task lost with its worker (a segfault or ``os.abort()`` in a field: dask gives
+up with ``KilledWorker``) is run again one entry per task, so only the entry that kills its
+worker fails. Tasks report, at most every half second, how many of their entries are done
+(:mod:`connectome_dask.progress`).
 """
 
 import dataclasses
+import os
+import sys
 import time
+import uuid
+import warnings
 
 from .allocator import restore as restore_heap, reuse_freed_memory
-from .evaluate import Evaluation
-from .exceptions import PersistError
-from .hashing import combine, tokenize
-from .nodes import Cached, Call, Input, static_token, walk
+from .cache.cached import recording as outcomes
+from .exceptions import CacheWarning, InvalidArgument, NothingToPersist, PersistError
+from .graph import Batch, Batches
+from .hashing import combine
+from .nodes import Cached, Input, walk
 from .progress import PROGRESS_TOPIC, REPORT_EVERY, Tally, reporter
-from .shipping import Shipped
-from .stamps import recording, shipped
 
 __all__ = ["persist", "PersistReport", "PersistJob", "PersistBatch", "cached_nodes", "batches_of", "PROGRESS_TOPIC"]
 
 
-
 @dataclasses.dataclass
 class PersistReport:
-    """What :func:`persist` did, counted in ids.
+    """What one :func:`persist` call did, counted in ids (each id once, however often it was asked).
 
-    ``computed + cached + len(failed)`` is the number of ids requested, also when a worker died.
+    Every id is counted once in ``computed``, ``cached`` or ``failed`` — except an id whose
+    requested fields are all cached in RAM only and were computed now: it is counted in ``in_ram``
+    only.
 
     Attributes
     ----------
     computed : int
-        Ids for which something was computed and stored in this call.
+        Ids for which this call wrote a persistent entry (``CacheToDisk``, ``CacheColumns``).
     cached : int
-        Ids whose requested cached fields were all stored already.
+        Ids whose persistent entries were all stored already (read back valid: a corrupt entry is
+        recomputed and counted ``computed``).
     failed : dict
-        ``{id: exception}``: the user's original exception (or the error that lost the task). An id
-        with one failing field is failed; its other fields may still be stored.
+        ``{id: exception}``: the user's original exception, the store's error for an entry that
+        could not be written (read-only or full root; also warned with ``CacheWarning``), or the
+        ``KilledWorker`` of an entry whose computation killed its worker. An id with one failing
+        field is failed; its other fields may be stored.
+    in_ram : int
+        Ids for which this call put a value into a worker's RAM cache (``CacheToRam`` of a field no
+        persistent cache holds; see ``ram=`` of :func:`persist`). RAM is per worker process: a
+        later call may fill it again on another worker, so it is never counted ``computed``.
 
     Examples
     --------
-    >>> report = PersistReport(computed=3, cached=1)
-    >>> print(report)
+    >>> print(PersistReport(computed=3, cached=1))
     persist: 3 computed, 1 already cached, 0 failed
+    >>> print(PersistReport(cached=4, in_ram=4))
+    persist: 0 computed, 4 already cached, 0 failed, 4 filled in RAM
     """
 
     computed: int = 0
     cached: int = 0
     failed: dict = dataclasses.field(default_factory=dict)
+    in_ram: int = 0
 
     def __str__(self):
-        return f"persist: {self.computed} computed, {self.cached} already cached, {len(self.failed)} failed"
+        ram = f", {self.in_ram} filled in RAM" if self.in_ram else ""
+        return f"persist: {self.computed} computed, {self.cached} already cached, {len(self.failed)} failed{ram}"
 
 
-class _Failure:
-    __slots__ = ("error",)
-
-    def __init__(self, error):
-        self.error = error
-
-
-class PersistBatch(Shipped):
-    """Task function: fill the caches of ``targets`` for a batch of entries; a status per entry.
+class PersistBatch(Batch):
+    """Task function: fill the caches of a batch of entries; per entry ``(status, in_ram, error,
+    field)``, ``status`` one of ``"computed"``, ``"cached"``, ``"ram"`` (only RAM filled),
+    ``"failed"`` (``error``: the user's) or ``"unstored"`` (``error``: the store's, for ``field``).
 
     It pickles with the user's code by value and checks it before its first run in a process
     (:mod:`connectome_dask.shipping`): a stale worker raises ``StaleCodeError`` for the whole batch.
     A module the pipeline needs and a worker lacks fails the task with an error naming the module and
-    the worker (:class:`~connectome_dask.shipping.Unloadable`), instead of breaking the worker's
-    connection to the scheduler."""
+    the worker (:class:`~connectome_dask.shipping.Unloadable`)."""
 
-    __slots__ = ("targets",)
+    __slots__ = ()
 
-    def __init__(self, targets):
-        self.targets = targets
-
-    def _args(self):
-        return (self.targets,)
-
-    def _roots(self):
-        return self.targets
-
-    def __call__(self, keys, stamps=None):
+    def __call__(self, entries, *rest):
         self._check()
         reuse_freed_memory()  # see connectome_dask.allocator
-        report, statuses = reporter(), []
+        report, statuses, shards = reporter(), [], {}
+        sharded = [n.name for n in self.node.items if _sharded(n)]
         last = time.monotonic()
-        with shipped(stamps):  # the client's stamps of the raw files (connectome_dask.stamps)
-            for key in keys:
-                statuses.append(self.entry(key))
-                if report is not None and len(statuses) < len(keys) and time.monotonic() - last >= REPORT_EVERY:
-                    report(len(statuses))
-                    last = time.monotonic()
+        for values in entries:
+            statuses.append(self._status(values, rest, sharded, shards))
+            if report is not None and len(statuses) < len(entries) and time.monotonic() - last >= REPORT_EVERY:
+                report(len(statuses))
+                last = time.monotonic()
         return statuses
 
-    def entry(self, key):
-        ev = Evaluation({"id": key})
-        try:
-            missing = [n for n in self.targets if not isinstance(n, Cached) or not n.is_stored(ev)]
-            for node in missing:
-                ev.value(node)  # a routing node fills the caches of the entries it routes to
-        except Exception as e:  # noqa: BLE001 - the user's error is reported per id
-            return _Failure(_picklable(e))
-        return "computed" if _computed(ev) else "cached"
-
-
-def _computed(ev):
-    """Whether an evaluation (or one it routed to) ran a user function for its entry."""
-    if any(isinstance(n, Call) and static_token(n) is None for n in ev.values):
-        return True
-    return any(_computed(child) for _, child in (ev.children or {}).values())
+    def _status(self, values, rest, sharded, shards):
+        with outcomes() as log:
+            try:
+                self.entry(values, rest)
+            except Exception as e:  # noqa: BLE001 - the user's error is reported per id
+                return ("failed", False, _picklable(e), None)
+        ram = any(o.status == "stored" and not o.persistent for o in log)
+        found = [o for o in log if o.persistent]
+        for o in found:
+            if o.status == "unstored":
+                return ("unstored", ram, _picklable(o.error), o.field)
+            shards.setdefault(o.field, o.status)
+        states = [o.status for o in found]
+        # a CacheColumns shard is loaded or computed once per batch: its other entries inherit that
+        states += [shards[n] for n in sharded if n in shards and all(o.field != n for o in found)]
+        if "stored" in states:
+            return ("computed", ram, None, None)
+        return ("cached" if states or not ram else "ram", ram, None, None)
 
 
 def _picklable(error):
@@ -132,30 +146,79 @@ def _picklable(error):
         return RuntimeError(f"{type(error).__name__}: {error}")
 
 
-def cached_nodes(pipeline, fields=None):
-    """``(cached field names, target nodes)``: the ``Cached`` nodes ``persist`` fills, dependencies
-    first, then the routing nodes whose datasets hold caches of their own."""
+def _persistent(node):
+    """Whether a ``Cached`` node's store outlives the process (``Store.persistent``)."""
+    return node.store.persistent
+
+
+def _sharded(node):
+    """Whether ``node`` caches the shards of a ``CacheColumns`` field."""
+    return isinstance(node, Cached) and hasattr(node.inner, "shards")
+
+
+def _identity(node):
+    """Whether a ``Cached`` node caches a raw input (``id``): nothing to compute, nothing to cache."""
+    while isinstance(node, Cached):
+        node = node.inner
+    return isinstance(node, Input)
+
+
+def cached_nodes(pipeline, fields=None, ram=False):
+    """``(cached field names, target nodes, bypassed nodes)``: the nodes ``persist`` evaluates per
+    entry (``Cached`` nodes, dependencies first, then the routing nodes whose datasets hold caches of
+    their own) and the RAM caches it passes through (those holding what a persistent cache of the
+    same chain holds, unless ``ram``). Raises :class:`~connectome_dask.exceptions.NothingToPersist`
+    for a name that is not a cached field, or if nothing persistent is left to fill."""
     plan = pipeline._plan()
-    names = list(plan.fields) if fields is None else [fields] if isinstance(fields, str) else list(fields)
-    for name in names:
-        if name not in plan.fields:
-            raise ValueError(f"persist: {name!r} is not a field of the pipeline; fields: {sorted(plan.fields)}")
+    caches = {name: _caches(node) for name, node in plan.fields.items() if name != "ids"}
+    available = sorted(name for name, found in caches.items() if found)
+    if fields is None:
+        names = available
+    else:
+        names = [fields] if isinstance(fields, str) else list(fields)
+        unknown = [n for n in names if not caches.get(n)]
+        if unknown:
+            what = "not fields of the pipeline" if any(n not in plan.fields for n in unknown) else "not cached"
+            raise NothingToPersist(f"persist: {unknown} are {what}; the cached fields are {available or 'none'}. "
+                                   "Name some of those in fields=, or put a CacheToDisk after the fields to fill")
     reachable = walk([plan.fields[n] for n in names])
-    targets = [n for n in reachable if isinstance(n, Cached) and not n.missing and "id" in _inputs(n)]
+    every = [n for n in walk(reachable, inner=True) if isinstance(n, Cached) and not n.missing and not _identity(n)]
+    bypass = set() if ram else _redundant(every)
+    targets = [n for n in reachable if isinstance(n, Cached) and not n.missing and "id" in _inputs(n)
+               and not _identity(n) and n not in bypass]
     inner = {}  # routing nodes (Merge, Join, GroupBy, Split) with caches inside: evaluated per entry
     for node in reachable:
         found = [n for n in walk(node.routed(), inner=True) if isinstance(n, Cached) and not n.missing]
         if found:
             inner[node] = found
-    names = {n.name for n in targets} | {n.name for found in inner.values() for n in found}
-    return sorted(names), targets + list(inner)
+    filled = [n for n in targets if n not in bypass] + [n for f in inner.values() for n in f if n not in bypass]
+    if not any(_persistent(n) for n in filled) and not (ram and filled):
+        held = sorted({n.name for n in filled}) or available
+        raise NothingToPersist(
+            f"persist: nothing to persist in {names or 'the pipeline'}: "
+            + (f"{held} are cached in RAM only (CacheToRam), which each worker fills as it computes. Put a "
+               "CacheToDisk after them, or pass ram=True to fill the workers' RAM caches anyway"
+               if held else "the pipeline has no cache layer; put a CacheToDisk after the fields to fill"))
+    names = {n.name for n in filled}
+    return sorted(names), targets + list(inner), frozenset(bypass)
 
 
-def _store_token(node):
-    """The token of the stores a target fills (a routing node's: those of its datasets)."""
-    if isinstance(node, Cached):
-        return node.salt
-    return combine(*sorted({n.salt for n in walk(node.routed(), inner=True) if isinstance(n, Cached)}))
+def _caches(node):
+    """The ``Cached`` nodes (outside identity ones) that evaluating ``node`` reaches."""
+    return [n for n in walk([node], inner=True) if isinstance(n, Cached) and not n.missing and not _identity(n)]
+
+
+def _redundant(cached):
+    """The RAM caches among ``cached`` in a chain of caches (``Cached(Cached(x))``: one value) that
+    also holds a persistent cache."""
+    chains = {}
+    for node in cached:
+        chain = []
+        while isinstance(node, Cached):
+            chain.append(node)
+            node = node.inner
+        chains.setdefault(node, set()).update(chain)
+    return {n for chain in chains.values() if any(map(_persistent, chain)) for n in chain if not _persistent(n)}
 
 
 def _inputs(node):
@@ -169,19 +232,20 @@ class PersistJob:
     ----------
     futures : list of distributed.Future
         One future per batch of entries; use them with ``distributed.wait``,
-        ``distributed.progress`` or ``distributed.as_completed``.
+        ``distributed.progress`` or ``distributed.as_completed``. (Entries of a batch lost with a
+        dying worker are run again by :meth:`result`, one per task.)
 
     Methods
     -------
     result(timeout=None, progress=False)
         Wait for every future (drawing a progress bar if asked) and return the
-        :class:`PersistReport` (or raise :class:`~connectome_dask.exceptions.PersistError`, as the
-        blocking call would).
+        :class:`PersistReport` of this call (or raise :class:`~connectome_dask.exceptions.PersistError`,
+        as the blocking call would).
     """
 
-    def __init__(self, client, futures, batches, errors):
-        self.client, self.futures, self.batches, self._errors = client, futures, batches, errors
-        self._restored = False
+    def __init__(self, client, run, futures, batches, report, errors):
+        self.client, self._run, self.futures, self.batches = client, run, futures, batches
+        self._report, self._errors, self._done = report, errors, None
 
     def __repr__(self):
         states = {}
@@ -194,32 +258,119 @@ class PersistJob:
                 f"{len(self.futures)} tasks ({tasks or 'none'})>")
 
     def result(self, timeout=None, progress=False):
-        statuses = _collect(self.client, self.futures, [len(b) for b in self.batches], timeout, progress)
-        if self.futures and not self._restored:
-            self._restored = True
-            try:
-                self.client.run(restore_heap)  # the workers' start-up heap settings
-            except Exception:  # noqa: BLE001 - best effort: a worker may be gone
-                pass
-        report = PersistReport()
-        for batch, future in zip(self.batches, self.futures):
-            if future.key in statuses:
-                for key, status in zip(batch, statuses[future.key]):
-                    _count(report, key, status)
+        if self._done is None:
+            report = dataclasses.replace(self._report, failed=dict(self._report.failed))
+            unstored = {}
+            self._run.collect(self.futures, self.batches, report, unstored, timeout, progress)
+            if self.futures:
+                try:
+                    self.client.run(restore_heap)  # the workers' start-up heap settings
+                except Exception:  # noqa: BLE001 - best effort: a worker may be gone
+                    pass
+            _warn(unstored)
+            self._done = report
+        return _finish(self._done, self._errors)
+
+
+class _Run:
+    """The tasks of one call. A task lost with its worker (``KilledWorker``) is run again one entry
+    per task; an entry lost again is run once more alone, when nothing else runs (a task queued on a
+    worker that another entry kills is lost with it), and fails only if it kills its worker then."""
+
+    def __init__(self, client, batches_, name, nonce):
+        self.client, self.batches, self.name, self.nonce = client, batches_, name, nonce
+
+    def submit(self, batches, report, nonce=None):
+        """Futures and the batches they run (entries whose key cannot be made fail here)."""
+        entries = [[{"id": k} for k in b] for b in batches]
+        graph, tasks, errors = self.batches.build(entries, nonce or self.nonce, self.name)
+        for (b, i), error in errors.items():
+            report.failed[batches[b][i]] = error
+        run = [(key, [batches[b][i] for i in kept]) for b, (key, kept) in enumerate(tasks) if key is not None]
+        if not run:
+            return [], []
+        futures = self.client.get(graph, [key for key, _ in run], sync=False)
+        return futures, [entries for _, entries in run]
+
+    def collect(self, futures, batches, report, unstored, timeout, progress):
+        tally = Tally(self.client, futures, [len(b) for b in batches]) if progress and futures else None
+        try:
+            lost = self._gather(futures, batches, report, unstored, timeout, tally, split=True)
+            for n, (old, key) in enumerate(lost):
+                alone, parts = self.submit([[key]], report, nonce=combine(self.nonce, "alone", str(n)))
+                if tally is not None:
+                    tally.replace(old, {f.key: 1 for f in alone})
+                for _, error in self._gather(alone, parts, report, unstored, timeout, tally, split=False):
+                    report.failed[key] = error
+        finally:
+            if tally is not None:
+                tally.close()
+
+    def _gather(self, futures, batches, report, unstored, timeout, tally, split):
+        """Count the results of ``futures`` as they finish; ``[(task key, id)]`` of single entries lost
+        with their worker (``split``: a lost batch is first run again one entry per task)."""
+        from distributed import KilledWorker, as_completed
+
+        entries = {f.key: b for f, b in zip(futures, batches)}
+        lost = []
+        done = as_completed(futures, loop=self.client.loop, timeout=timeout, with_results=True, raise_errors=False)
+        for future, result in done:
+            batch = entries.pop(future.key)
+            if future.status == "finished":
+                for key, status in zip(batch, result):
+                    _count(report, unstored, key, status)
             else:
                 error = _error_of(future)
+                if isinstance(error, KilledWorker) and split:
+                    if len(batch) == 1:
+                        lost.append((future.key, batch[0]))
+                        continue
+                    more, parts = self.submit([[key] for key in batch], report)
+                    if tally is not None:
+                        tally.replace(future.key, {f.key: 1 for f in more})
+                    entries.update((f.key, part) for f, part in zip(more, parts))
+                    for f in more:
+                        done.add(f)
+                    continue
+                if not split:
+                    lost.append((future.key, error))
+                    continue
                 for key in batch:
                     report.failed[key] = error
-        return _finish(report, self._errors)
+            if tally is not None:
+                tally.set(future.key, len(batch))
+        return lost
 
 
-def _count(report, key, status):
-    if isinstance(status, _Failure):
-        report.failed[key] = status.error
-    elif status == "computed":
+def _count(report, unstored, key, status):
+    state, ram, error, field = status
+    report.in_ram += ram
+    if state == "computed":
         report.computed += 1
-    else:
+    elif state == "cached":
         report.cached += 1
+    elif state in ("failed", "unstored"):
+        report.failed[key] = error
+        if state == "unstored":
+            unstored.setdefault((field, type(error).__name__, getattr(error, "errno", None)), []).append(error)
+
+
+def _warn(unstored):
+    """The workers' warnings about entries they could not store, once per cause, on the client."""
+    for (field, _, _), errors in unstored.items():
+        warnings.warn(f"persist: {len(errors)} entr{'y' if len(errors) == 1 else 'ies'} of field {field!r} could "
+                      f"not be stored ({type(errors[0]).__name__}: {errors[0]}); their ids are reported as failed. "
+                      "Make the cache root writable (or free space) and persist again", CacheWarning,
+                      stacklevel=_user_level())
+
+
+def _user_level():
+    """The ``stacklevel`` of a warning given here that points at the user's code calling the package."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(package + os.sep):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def _error_of(future):
@@ -244,7 +395,7 @@ def batches_of(ids, targets, slots):
     >>> [len(b) for b in batches_of(list(range(64)), [], slots=2)]
     [8, 7, 7, 6, 5, 4, 4, 3, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1]
     """
-    sharded = [n.inner for n in targets if isinstance(n, Cached) and hasattr(n.inner, "shards")]
+    sharded = [n.inner for n in targets if _sharded(n)]
     if sharded:
         index = sharded[0].shards()
         groups = {}
@@ -270,7 +421,8 @@ def _finish(report, errors):
 
 
 def _advice(error):
-    """What to do about a failed entry: the environment (a module missing where the task ran) or the field."""
+    """What to do about a failed entry: the environment (a module missing where the task ran, a
+    worker that died, a root that cannot be written) or the field."""
     chain = []
     while error is not None and error not in chain:
         chain.append(error)
@@ -282,29 +434,56 @@ def _advice(error):
     if module:
         return (f"Install {module!r} on every worker, or put it on their PYTHONPATH, as on the client "
                 "(see docs/clusters.md)")
+    if any(type(e).__name__ == "KilledWorker" for e in chain):
+        return ("The worker process died while computing this entry (a crash in native code, os.abort() or "
+                "running out of memory): compute it alone in a process (pipeline.<field>(id)) to see why")
+    if any(isinstance(e, OSError) for e in chain):
+        return "The entry could not be stored: make the cache root writable (or free space)"
     return "Fix the field"
 
 
-def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wait=True, progress=True):
-    """Fill every cache layer of ``pipeline`` in parallel with dask (``pipeline.persist(...)``).
+def _entry_keys(ids):
+    """The ids as a list, each once; an id that cannot be an entry key raises before any task runs."""
+    if isinstance(ids, (str, bytes)):
+        raise InvalidArgument(f"persist: ids={ids!r} is one {type(ids).__name__}; pass a list of entry keys, "
+                              f"e.g. ids=[{ids!r}]")
+    ids = list(ids)
+    for i, key in enumerate(ids):
+        try:
+            hash(key)
+        except TypeError:
+            raise InvalidArgument(f"persist: ids[{i}] is {key!r}, a {type(key).__name__}, which cannot be an entry "
+                                  "key (keys are hashable: str, int, tuple...); pass ids as a flat list of keys"
+                                  ) from None
+    return list(dict.fromkeys(ids))
+
+
+def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wait=True, progress=True, ram=False):
+    """Fill the cache layers of ``pipeline`` in parallel with dask (``pipeline.persist(...)``).
 
     Entries already stored are not recomputed and nothing upstream of a stored entry runs, so a
     second call computes nothing. Each task fills, for one entry (or a batch of them, or a
     ``CacheColumns`` shard), every requested cached field: ``CacheToDisk`` and ``CacheColumns``
-    entries are written by the workers straight into their roots, and ``CacheToRam`` is filled on
-    the worker that computed the entry. One failing entry does not stop the others.
+    entries are written by the workers straight into their roots. One failing entry does not stop
+    the others, and an entry whose computation kills its worker fails alone.
+
+    RAM caches (``CacheToRam``) live in each worker process. A field cached only in RAM is filled
+    on the worker that computes the entry (``report.in_ram``); a RAM cache that holds what a
+    persistent cache of its chain holds (``CacheToDisk >> CacheToRam``, or the other way round) is
+    passed through, not filled, unless ``ram=True``: it would hold memory on the workers that no one
+    reads (read the disk cache where you need the values).
 
     Parameters
     ----------
     pipeline : CallableLayer
-        A pipeline with a Source (ids) and at least one cache layer.
+        A pipeline with a Source (ids) and a cache layer.
     client : distributed.Client, optional
         Where to run. Default: the current default ``distributed`` client if there is one, else the
         embedded local cluster (:mod:`connectome_dask.cluster`: one worker process per core).
     ids : iterable, optional
-        Entry keys to fill. Default: ``pipeline.ids``.
+        Entry keys to fill (each counted once). Default: ``pipeline.ids``.
     fields : str or list of str, optional
-        Fields whose caches to fill. Default: every cached field.
+        Cached fields to fill. Default: every cached field.
     errors : {"raise", "report"}
         With ``"raise"``, failed ids raise :class:`~connectome_dask.exceptions.PersistError` after
         every other entry finished (``.report`` holds the report); with ``"report"`` the report
@@ -313,15 +492,21 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
         ``False`` returns a :class:`PersistJob` at once (no progress bar).
     progress : bool
         Show a progress bar (tqdm: terminal or notebook) while waiting.
+    ram : bool
+        Also fill the RAM caches that hold the same values as a persistent cache (see above).
 
     Returns
     -------
     PersistReport or PersistJob
+        What this call did (see :class:`PersistReport`).
 
     Raises
     ------
-    ValueError
-        An unknown field, or a bad ``errors`` value.
+    NothingToPersist
+        A name in ``fields`` that is not a cached field, or a pipeline with no persistent cache
+        (a ``ValueError``; the message lists the cached fields).
+    InvalidArgument
+        An id that cannot be an entry key (a list...), before any task runs.
     PersistError
         Some ids failed and ``errors="raise"``.
 
@@ -347,19 +532,15 @@ def persist(pipeline, client=None, *, ids=None, fields=None, errors="raise", wai
     """
     if errors not in ("raise", "report"):
         raise ValueError(f"persist: errors must be 'raise' or 'report', got {errors!r}")
-    names, targets = cached_nodes(pipeline, fields)
-    ids = list(pipeline.ids if ids is None else ids)
+    names, targets, bypass = cached_nodes(pipeline, fields, ram)
+    ids = _entry_keys(pipeline.ids if ids is None else ids)
     from .cluster import resolve_client
 
     client = resolve_client(client)
-    batches = batches_of(ids, targets, _slots(client))
-    prefix = "-".join(names) or "persist"
-    structure = combine(*(combine(n.name, _store_token(n)) for n in targets))
-    keys = [f"{prefix}-{combine(structure, *(tokenize(i, what='an entry key') for i in b))}" for b in batches]
-    stamped = any(n.stamped for n in walk(targets, inner=True))
-    stamps = [[_stamps(targets, b) for b in batches]] if stamped else []
-    futures = client.map(PersistBatch(tuple(targets)), batches, *stamps, key=keys, pure=False) if batches else []
-    job = PersistJob(client, futures, batches, errors)
+    run = _Run(client, Batches(targets, PersistBatch, bypass), "-".join(names), uuid.uuid4().hex)
+    report = PersistReport()
+    futures, batches = run.submit(batches_of(ids, targets, _slots(client)), report)
+    job = PersistJob(client, run, futures, batches, report, errors)
     if not wait:
         _accepted(client, futures)
         return job
@@ -388,40 +569,6 @@ def _holds(key, dask_scheduler=None):
     return key in dask_scheduler.tasks
 
 
-def _stamps(targets, keys):
-    """The stamps of the raw files of ``keys``, computed here once and shipped with their task (a
-    missing file travels as its error). Any other error is left to the task, which reports it per id."""
-    with recording() as table:
-        for key in keys:
-            ev = Evaluation({"id": key})
-            try:
-                for node in targets:
-                    ev.token(node)
-            except Exception:  # noqa: BLE001 - reported by the task, per id
-                pass
-    return table
-
-
 def _slots(client):
     """The cluster's worker threads; 32 while it has no worker yet (an adaptive cluster: fine batches)."""
     return sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 32
-
-
-def _collect(client, futures, sizes, timeout=None, progress=False):
-    """``{task key: statuses}`` of the ``futures`` of ``client`` (which need not be the default
-    client) that finished, fetched as each one finishes; waits for all of them."""
-    from distributed import as_completed
-
-    tally = Tally(client, futures, sizes) if progress and futures else None
-    statuses = {}
-    try:
-        for future, result in as_completed(futures, loop=client.loop, timeout=timeout, with_results=True,
-                                           raise_errors=False):
-            if future.status == "finished":
-                statuses[future.key] = result
-            if tally is not None:
-                tally.set(future.key, tally.sizes[future.key])
-    finally:
-        if tally is not None:
-            tally.close()
-    return statuses

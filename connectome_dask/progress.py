@@ -87,10 +87,23 @@ class Tally:
 
     def set(self, key, done):
         with self.lock:
+            if key not in self.sizes:
+                return
             grown = min(done, self.sizes[key]) - self.done[key]
             if grown > 0:
                 self.done[key] += grown
                 self.bar.update(grown)
+
+    def replace(self, key, sizes):
+        """Count the entries of the task ``key`` again under the tasks of ``sizes`` (``{key: entries}``)
+        that run them again (``persist`` runs the entries of a task lost with its worker one by one)."""
+        with self.lock:
+            self.bar.update(-self.done.pop(key, 0))
+            self.sizes.pop(key, None)
+            self.sizes.update(sizes)
+            self.done.update(dict.fromkeys(sizes, 0))
+        _tallies.pop(key, None)
+        _tallies.update(dict.fromkeys(sizes, self))
 
     def close(self):
         for key in self.sizes:

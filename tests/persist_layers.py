@@ -87,3 +87,33 @@ class Churn(Source):
 
     def mapped(key):
         return mapped_arrays()
+
+
+class Crop(Transform):
+    """``image[2:6]``, each call logged."""
+
+    __inherit__ = True
+    _log: str
+
+    def image(image, _log):
+        log_call(_log, "crop")
+        return image[2:6]
+
+
+class Crashing(Source):
+    """40 entries; computing ``_crash`` kills the worker process with a segfault."""
+
+    _log: str
+    _crash: str = "c17"
+
+    @meta
+    def ids():
+        return [f"c{i:02d}" for i in range(40)]
+
+    def value(key, _log, _crash):
+        if key == _crash:
+            import ctypes
+
+            ctypes.string_at(0)  # a segfault in native code
+        log_call(_log, "value")
+        return np.full(16, int(key[1:]))

@@ -126,10 +126,11 @@ def test_impure_ancestors_are_hashed_on_every_hit(counter):
 
 
 def test_pickled_cache_nodes_do_not_carry_remembered_tokens(counter):
+    from connectome_dask.graph import Batches
     from connectome_dask.persist import PersistBatch, cached_nodes
 
     ds = counted_source(counter) >> CacheToRam()
-    task = PersistBatch(tuple(cached_nodes(ds, ["value"])[1]))  # what persist sends to the workers
+    task = Batches(cached_nodes(ds, ["value"], ram=True)[1], PersistBatch).task  # what persist sends to workers
     small = len(cloudpickle.dumps(task))
     for key in range(2000):
         ds.value(key)

@@ -44,7 +44,8 @@ def read(path):
 
 def persist_stamps(folder, ids, index_root):
     from connectome_dask import CacheToDisk, Source, files as marker
-    from connectome_dask.persist import _stamps, cached_nodes
+    from connectome_dask.graph import Batches
+    from connectome_dask.persist import PersistBatch, cached_nodes
 
     class Raw(Source):
         _folder: str
@@ -57,8 +58,9 @@ def persist_stamps(folder, ids, index_root):
             return os.path.getsize(_path)
 
     pipeline = Raw(folder=folder) >> CacheToDisk.simple("size", root=index_root)
-    _, targets = cached_nodes(pipeline)
-    return lambda: _stamps(targets, ids)
+    _, targets, _ = cached_nodes(pipeline)
+    batches = Batches(targets, PersistBatch)
+    return lambda: batches.build([[{"id": key} for key in ids]], "nonce", "size")  # keys and stamps, as persist
 
 
 def blake3_time(paths, repeat):

@@ -118,11 +118,11 @@ class CallableLayer(Layer):
 
         return decorator
 
-    def persist(self, client=None, *, ids=None, fields=None, errors="raise", wait=True, progress=True):
-        """Fill every cache layer of the pipeline in parallel with dask; see :func:`connectome_dask.persist.persist`."""
+    def persist(self, client=None, *, ids=None, fields=None, errors="raise", wait=True, progress=True, ram=False):
+        """Fill the cache layers of the pipeline in parallel with dask; see :func:`connectome_dask.persist.persist`."""
         from ..persist import persist
 
-        return persist(self, client, ids=ids, fields=fields, errors=errors, wait=wait, progress=progress)
+        return persist(self, client, ids=ids, fields=fields, errors=errors, wait=wait, progress=progress, ram=ram)
 
     def to_dask(self, fields=None, ids=None):
         """Many fields × many ids as one dask collection; see :func:`connectome_dask.collection.to_dask`."""

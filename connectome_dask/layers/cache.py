@@ -24,7 +24,7 @@ from ..cache.hdf5 import HDF5Store, check_field_name
 from ..cache.memory import MemoryStore, check_size
 from ..cache.store import Store, local
 from ..exceptions import InvalidArgument
-from ..nodes import Cached, walk
+from ..nodes import Cached, Input, walk
 from ..plan import Plan
 from ..stamps import attach
 from .base import Layer, as_names
@@ -48,9 +48,13 @@ class CacheLayer(Layer):
         self._impure = impure
 
     def _cached_names(self, prev):
+        """The fields to cache: unknown names are ignored, as connectome does, and so is a raw input
+        (the key ``id`` itself): there is nothing to compute."""
         if self._names is None:
-            return list(prev.fields) if self._all_by_default else []
-        return [n for n in prev.fields if n in self._names]  # unknown names are ignored, as connectome
+            names = list(prev.fields) if self._all_by_default else []
+        else:
+            names = [n for n in prev.fields if n in self._names]
+        return [n for n in names if not isinstance(prev.fields[n], Input)]
 
     def _new_store(self):
         """The store of one connection into a chain."""
