@@ -67,6 +67,34 @@ def test_shared_parameter_runs_once_per_entry(ds, counter):
     assert counter.count("image") == 1
 
 
+def _separate_values(ds, key):
+    return ds.image.delayed(key), ds.mask.delayed(key)
+
+
+def test_separately_built_values_of_an_entry_share_its_work(ds, counter):
+    counter.reset()
+    image, mask = dask.compute(*_separate_values(ds, "v1"), scheduler="sync")
+    assert counter.count("image") == 1 and counter.count("box") == 1  # the source's image, Crop._box
+    np.testing.assert_array_equal(image, ds.image("v1"))
+    np.testing.assert_array_equal(mask, ds.mask("v1"))
+    counter.reset()
+    dask.compute(*_separate_values(ds, "v1"), *_separate_values(ds, "v2"), scheduler="threads")
+    assert counter.count("image") == 2 and counter.count("box") == 2
+
+
+@pytest.mark.cluster
+def test_separately_built_values_share_work_on_distributed(ds, counter, client):
+    counter.reset()
+    image, mask = client.gather(client.compute(list(_separate_values(ds, "v3"))))
+    assert counter.count("image") == 1 and counter.count("box") == 1
+    np.testing.assert_array_equal(mask, ds.mask("v3"))
+
+
+def test_tasks_are_cut_only_where_fields_meet(ds, counter):
+    assert len(dict(Volumes(log=counter.path).image.delayed("v1").dask)) == 1  # a field nothing else needs
+    assert len(dict(ds.to_dask(["image", "mask"]).__dask_graph__())) == 6  # one task per entry
+
+
 @pytest.mark.cluster
 def test_bulk_graph_dedupes_shared_work_on_distributed(ds, counter, client):
     entries = ds.to_dask(["image", "mask"])
