@@ -19,6 +19,9 @@ Each layer also appends its *backward* step (``dict name -> node`` in, same out)
 ``FieldError``.
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from .exceptions import DependencyError, FieldError, GraphError
 from .nodes import Call, Const, Input, Missing
 from .stamps import Files
@@ -26,16 +29,41 @@ from .stamps import Files
 __all__ = ["Plan", "OPEN", "connect_source", "connect_transform", "check_cycles"]
 
 
+@dataclass(frozen=True, eq=False, repr=False)
 class Plan:
-    """The output fields of a pipeline prefix, as nodes. Printable."""
+    """The output fields of a pipeline prefix, as nodes; a layer derives its plan from the previous
+    one with ``dataclasses.replace``. Printable: one line per field, its node and what it reads.
 
-    __slots__ = ("fields", "metas", "persistent", "virtual", "dropped", "backward", "broken")
+    Attributes
+    ----------
+    fields : dict
+        Field name -> node.
+    metas : frozenset
+        The ``@meta`` fields (functions of parameters only, like ``ids``).
+    persistent : frozenset
+        Names every Transform passes through (a Source's ``id`` and metas).
+    virtual : callable or None
+        ``name -> node or None`` for names not in ``fields`` (raw inputs of a transform-only plan).
+    dropped : frozenset
+        ``@optional`` fields dropped for missing inputs.
+    backward : tuple
+        One step per layer for ``_decorate``: ``dict name -> node`` in, same out.
+    broken : tuple
+        ``(layer, field, missing names)`` of the fields whose inputs are missing.
+    """
 
-    def __init__(self, fields, metas=frozenset(), persistent=frozenset(), virtual=None,
-                 dropped=frozenset(), backward=(), broken=()):
-        self.fields, self.metas, self.persistent = fields, frozenset(metas), frozenset(persistent)
-        self.virtual, self.dropped = virtual, frozenset(dropped)
-        self.backward, self.broken = tuple(backward), tuple(broken)
+    fields: dict
+    metas: frozenset = frozenset()
+    persistent: frozenset = frozenset()
+    virtual: Callable | None = None
+    dropped: frozenset = frozenset()
+    backward: tuple = ()
+    broken: tuple = ()
+
+    def __post_init__(self):
+        for name, kind in (("metas", frozenset), ("persistent", frozenset), ("dropped", frozenset),
+                           ("backward", tuple), ("broken", tuple)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
 
     def get(self, name):
         node = self.fields.get(name)
@@ -151,7 +179,8 @@ def connect_source(spec, values, label):
                              "decorate the transform part of the pipeline (e.g. pipeline[1:]._decorate)")
         return nodes
 
-    return Plan(fields, metas, {"id"} | metas, None, dropped, (back,), _broken(label, own))
+    return Plan(fields, metas=metas, persistent={"id"} | metas, dropped=dropped, backward=(back,),
+                broken=_broken(label, own))
 
 
 def inherits(spec):
@@ -202,7 +231,8 @@ def connect_transform(spec, values, prev, label):
 
     broken = prev.broken + tuple(_broken(label, own))
     dropped |= {n for n in prev.dropped if allowed(n)}
-    return Plan(fields, metas, persistent, virtual, dropped, prev.backward + (back,), broken)
+    return Plan(fields, metas=metas, persistent=persistent, virtual=virtual, dropped=dropped,
+                backward=prev.backward + (back,), broken=broken)
 
 
 def check_cycles(spec, label):

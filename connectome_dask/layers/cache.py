@@ -121,8 +121,8 @@ class CacheLayer(Layer):
             fields[name] = Cached(name, prev.fields[name], binding)
             if isinstance(binding, DiskBinding):
                 attach(prev.fields[name], binding.store().root)  # the stamp index lives in this root
-        return Plan(fields, prev.metas, prev.persistent, prev.virtual, prev.dropped,
-                    prev.backward + (dict,), prev.broken)
+        return Plan(fields, metas=prev.metas, persistent=prev.persistent, virtual=prev.virtual, dropped=prev.dropped,
+                    backward=prev.backward + (dict,), broken=prev.broken)
 
     def _prepare(self, prev):
         if self._impure:
