@@ -46,6 +46,7 @@ from dask.task_spec import Task, TaskRef
 from .evaluate import Evaluation
 from .hashing import combine
 from .nodes import Cached, Const, Input, Node, static_token, walk
+from .plan import label
 from .shipping import Shipped
 from .stamps import recording, shipped
 
@@ -82,7 +83,7 @@ class Runner(Shipped):
         return ev.value(self.node)
 
     def __repr__(self):
-        return f"run({self.node.name})"
+        return f"run({label(self.node)})"
 
 
 def _trivial(node):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .exceptions import DependencyError, FieldError, GraphError
-from .nodes import Call, Const, Input, Missing
+from .nodes import Cached, Call, Const, Input, Missing, walk
 from .stamps import Files
 
 __all__ = ["Plan", "OPEN", "connect_source", "connect_transform", "check_cycles"]
@@ -85,13 +85,60 @@ class Plan:
         return self
 
     def __repr__(self):
-        lines = ["Plan("]
+        roots = {}
         for name, node in self.fields.items():
-            tag = " [meta]" if name in self.metas else ""
-            lines.append(f"    {name}{tag}: {node!r}")
+            roots.setdefault(node, []).append(f"{name} [meta]" if name in self.metas else name)
+        names, rows = {}, []
+        for node in walk(list(roots)):
+            if node not in roots and isinstance(node, (Input, Const)):
+                continue
+            names[node] = _unique(label(node), names)
+            rows.append((_expression(node, names), ", ".join(roots.get(node, ()))))
+        width = max((len(e) for e, f in rows if f), default=0)
+        lines = [f"    {e.ljust(width)}  -> {f}" if f else f"    {e}" for e, f in rows]
         if self.virtual is not None:
-            lines.append("    <virtual inputs>")
-        return "\n".join(lines + [")"])
+            lines.append("    (any other name: a raw input)")
+        return "\n".join(["Plan(", *lines, ")"])
+
+
+def label(node):
+    """How printed plans and tasks name a node: ``Layer.name`` (``Crop._box``), else its name."""
+    if isinstance(node, Cached):
+        return f"cached {label(node.inner)}"
+    layer = getattr(node, "layer", None) or getattr(node, "label", None)
+    return f"{layer}.{node.name}" if isinstance(layer, str) else node.name
+
+
+def _unique(name, names):
+    taken, n, out = set(names.values()), 1, name
+    while out in taken:
+        n += 1
+        out = f"{name}#{n}"
+    return out
+
+
+def _argument(node, names):
+    if isinstance(node, Input):
+        return node.name
+    if isinstance(node, Const):
+        value = repr(node.value)
+        return f"{node.name}={value if len(value) <= 40 else value[:37] + '...'}"
+    return names[node]
+
+
+def _expression(node, names):
+    """One line of a printed plan: what computes ``node``, from what."""
+    if isinstance(node, Input):
+        return f"input {node.name!r}"
+    if isinstance(node, Const):
+        return _argument(node, names)
+    args = ", ".join(_argument(d, names) for d in node.deps())
+    if isinstance(node, Cached):
+        return f"cache({args}) in {node.binding!r}"
+    kind = "" if type(node) is Call else f"{type(node).__name__} "
+    if getattr(node, "impure", False):
+        kind = "impure " + kind
+    return f"{kind}{names[node]}({args})"
 
 
 OPEN = Plan({}, virtual=Input)

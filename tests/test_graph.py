@@ -1,5 +1,6 @@
 """Pipelines as dask graphs: keys from code hashes, `.delayed`, `to_dask`, every scheduler."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -185,3 +186,25 @@ def test_main_module_and_closure_functions_run_on_workers(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[103, 106, 109]"
+
+
+def test_readme_architecture_prints_what_it_shows(tmp_path):
+    """The README's "How it works" block, run alone as a script, prints the output shown under it."""
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    section = readme[readme.index("## How it works"):]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    shown = section.split("```text\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "how_it_works.py").write_text(code)
+    out = subprocess.run([sys.executable, str(tmp_path / "how_it_works.py")], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == shown
+
+
+def test_plan_is_frozen_and_derived_with_replace(ds):
+    plan = ds._plan()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.fields = {}
+    derived = dataclasses.replace(plan, metas=["ids", "mask"])
+    assert derived.metas == frozenset({"ids", "mask"}) and derived.fields is plan.fields
+    assert "Crop._box(Volumes.image, _log=" in repr(plan)
