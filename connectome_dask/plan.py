@@ -88,11 +88,13 @@ class Plan:
         roots = {}
         for name, node in self.fields.items():
             roots.setdefault(node, []).append(f"{name} [meta]" if name in self.metas else name)
-        names, rows = {}, []
+        names, seen, rows = {}, {}, []
         for node in walk(list(roots)):
             if node not in roots and isinstance(node, (Input, Const)):
                 continue
-            names[node] = _unique(label(node), names)
+            name = label(node)
+            seen[name] = n = seen.get(name, 0) + 1
+            names[node] = name if n == 1 else f"{name}#{n}"  # two layers of one class
             rows.append((_expression(node, names), ", ".join(roots.get(node, ()))))
         width = max((len(e) for e, f in rows if f), default=0)
         lines = [f"    {e.ljust(width)}  -> {f}" if f else f"    {e}" for e, f in rows]
@@ -107,14 +109,6 @@ def label(node):
         return f"cached {label(node.inner)}"
     layer = getattr(node, "layer", None) or getattr(node, "label", None)
     return f"{layer}.{node.name}" if isinstance(layer, str) else node.name
-
-
-def _unique(name, names):
-    taken, n, out = set(names.values()), 1, name
-    while out in taken:
-        n += 1
-        out = f"{name}#{n}"
-    return out
 
 
 def _argument(node, names):
