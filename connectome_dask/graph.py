@@ -124,6 +124,7 @@ class Structure:
             stamped = any(n.stamped for n in walk([node], inner=True))
             self.runners[node] = Runner(node, sorted(inputs), deps, stamped)
         self.stamped = any(r.stamped for r in self.runners.values())
+        self.impure = any(getattr(n, "impure", False) for n in walk(self.roots, inner=True))
         self.order = _topological([n for n in order if n in self.boundaries], self.runners)
 
     def _region(self, node):
@@ -237,7 +238,7 @@ def task_key(node, token):
 def build(structure, entries, graph=None):
     """Add the tasks of every entry (a dict of raw inputs) to ``graph``; the root keys per entry."""
     graph = {} if graph is None else graph
-    nonce = uuid.uuid4().hex
+    nonce = uuid.uuid4().hex if structure.impure else None
     all_keys = []
     for inputs in entries:
         ev = _KeyTokens(inputs, nonce)
