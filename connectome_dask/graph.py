@@ -46,7 +46,7 @@ from dask.task_spec import Task, TaskRef
 from .evaluate import Evaluation
 from .hashing import combine
 from .nodes import Cached, Const, Input, Node, static_token, walk
-from .plan import label
+from .plan import node_label
 from .shipping import Shipped
 from .stamps import recording, shipped
 
@@ -83,7 +83,7 @@ class Runner(Shipped):
         return ev.value(self.node)
 
     def __repr__(self):
-        return f"run({label(self.node)})"
+        return f"run({node_label(self.node)})"
 
 
 def _trivial(node):

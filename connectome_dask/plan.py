@@ -29,10 +29,11 @@ from .stamps import Files
 __all__ = ["Plan", "OPEN", "connect_source", "connect_transform", "check_cycles"]
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, slots=True)
 class Plan:
     """The output fields of a pipeline prefix, as nodes; a layer derives its plan from the previous
-    one with ``dataclasses.replace``. Printable: one line per field, its node and what it reads.
+    one with ``dataclasses.replace``. Printable: one line per node (what computes it, from what,
+    and which fields it is).
 
     Attributes
     ----------
@@ -92,7 +93,7 @@ class Plan:
         for node in walk(list(roots)):
             if node not in roots and isinstance(node, (Input, Const)):
                 continue
-            name = label(node)
+            name = node_label(node)
             seen[name] = n = seen.get(name, 0) + 1
             names[node] = name if n == 1 else f"{name}#{n}"  # two layers of one class
             rows.append((_expression(node, names), ", ".join(roots.get(node, ()))))
@@ -103,10 +104,10 @@ class Plan:
         return "\n".join(["Plan(", *lines, ")"])
 
 
-def label(node):
+def node_label(node):
     """How printed plans and tasks name a node: ``Layer.name`` (``Crop._box``), else its name."""
     if isinstance(node, Cached):
-        return f"cached {label(node.inner)}"
+        return f"cached {node_label(node.inner)}"
     layer = getattr(node, "layer", None) or getattr(node, "label", None)
     return f"{layer}.{node.name}" if isinstance(layer, str) else node.name
 
