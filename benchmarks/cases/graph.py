@@ -17,6 +17,7 @@ import time
 
 import dask
 from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 from dask.task_spec import Task, TaskRef
 
 from common import args, not_available, report
@@ -74,7 +75,8 @@ def one_task_delayed(ids):
     out = []
     for i in ids:
         key = f"value-{i}"
-        out.append(Delayed(key, {key: Task(key, pipelines.raw_value, i)}))
+        graph = HighLevelGraph.from_collections(key, {key: Task(key, pipelines.raw_value, i)}, dependencies=())
+        out.append(Delayed(key, graph, layer=key))
     return out
 
 
