@@ -16,21 +16,26 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from dask.task_spec import Task, TaskRef
 
-from .graph import Pack, Structure, build
+from .graph import Pack, Structure, build, shared
 from .hashing import combine
 
 __all__ = ["delayed", "Entries", "to_dask"]
 
 
 def _structure(field):
-    """The boundary analysis of a compiled field, memoized on the owning pipeline."""
-    memo = field._owner.__dict__.get("_memo") if field._owner is not None else None
+    """The boundary analysis of a compiled field, memoized on the owning pipeline; its tasks are
+    also cut where several fields of the pipeline's plan meet (``graph.shared``)."""
+    owner = field._owner
+    memo = owner.__dict__.get("_memo") if owner is not None else None
     if memo is None:
         return Structure(field._nodes)
     structures = memo.setdefault("structures", {})
     structure = structures.get(field._names)
     if structure is None:
-        structure = structures[field._names] = Structure(field._nodes)
+        cut = memo.get("shared")
+        if cut is None:
+            cut = memo["shared"] = shared(owner._plan().fields.values())
+        structure = structures[field._names] = Structure(field._nodes, cut)
     return structure
 
 
@@ -77,7 +82,19 @@ def delayed(field, inputs):
     else:
         key = f"{'-'.join(field._names)}-{combine(*keys)}"
         graph[key] = Task(key, _pack, *map(TaskRef, keys))
-    return Delayed(key, HighLevelGraph.from_collections(key, graph, dependencies=()), layer=key)
+    return FieldDelayed(key, HighLevelGraph.from_collections(key, graph, dependencies=()), layer=key)
+
+
+class FieldDelayed(Delayed):
+    """The ``Delayed`` of a field: its graph holds only the tasks of its key, so there is nothing
+    to cull. (``Delayed``'s own optimization culls the merged graph once per layer, with all the
+    requested keys: quadratic for thousands of values computed together.)"""
+
+    __slots__ = ()
+
+    @staticmethod
+    def __dask_optimize__(dsk, keys, **kwargs):
+        return dsk
 
 
 class Entries(DaskMethodsMixin):

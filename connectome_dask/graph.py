@@ -17,12 +17,21 @@ any process, gets the same key, and shared work is deduplicated by dask. Two exc
 Granularity
 -----------
 A task per function call is too fine (a dask task costs ~50 µs locally, ~1 ms on distributed).
-Tasks are cut at *boundaries* only: the requested fields, ``Cached`` nodes, nodes that several
-tasks need (``_box`` shared by ``image`` and ``mask``) and nodes that need no entry input (one
-task for every entry of the graph). In bulk graphs (``to_dask``) the fields of one entry are
-packed into one task (:class:`Pack`), so an entry costs one task. Everything between boundaries is
-fused into one task that evaluates its region with :class:`~connectome_dask.evaluate.Evaluation`.
-Nothing below a ``Cached`` node is cut: a cache hit must not wait for upstream tasks.
+Tasks are cut at *boundaries* only: the requested fields, ``Cached`` nodes, nodes that need no
+entry input (one task for every entry of the graph), and nodes that the regions of several
+other tasks need (``_box`` when ``image`` and ``mask`` are separate tasks). Everything between
+boundaries is fused into one task that evaluates its region with
+:class:`~connectome_dask.evaluate.Evaluation`, which computes a node once however many nodes
+of the region need it. Nothing below a ``Cached`` node is cut: a cache hit must not wait for
+upstream tasks.
+
+* In bulk graphs (``to_dask``) the fields of one entry are packed into one task (:class:`Pack`),
+  so an entry costs one task.
+* A ``.delayed`` value is built alone, but it may be computed with values built by other calls:
+  its :class:`Structure` is also cut where several fields of the whole plan meet (:func:`shared`),
+  so ``image.delayed(k)`` and ``mask.delayed(k)`` computed together share the ``_box`` task of
+  that entry, as they share its key. A field that no other field of the plan needs stays one task.
+
 The stamps of ``@files`` nodes (``stamps``) are computed here, once per entry, while the keys are
 made; tasks that need them to make a token get the entry's table as their last argument.
 The boundary analysis depends only on the plan, so it is done once per set of fields
@@ -45,10 +54,11 @@ from dask.task_spec import DataNode, Task, TaskRef
 from .evaluate import Evaluation
 from .hashing import combine
 from .nodes import Cached, Const, Input, Node, static_token, walk
+from .plan import node_label
 from .shipping import Shipped
 from .stamps import recording, shipped
 
-__all__ = ["Structure", "Runner", "build", "Batch", "Batches"]
+__all__ = ["Structure", "Runner", "build", "shared", "Batch", "Batches"]
 
 
 class Runner(Shipped):
@@ -84,7 +94,7 @@ class Runner(Shipped):
         return Evaluation(inputs)
 
     def __repr__(self):
-        return f"run({self.node.name})"
+        return f"run({node_label(self.node)})"
 
 
 def _trivial(node):
@@ -111,33 +121,21 @@ class Pack(Node):
 
 
 class Structure:
-    """Boundaries and task functions for computing ``roots`` (one tuple of nodes per entry)."""
+    """Boundaries and task functions for computing ``roots`` (one tuple of nodes per entry).
 
-    def __init__(self, roots):
+    ``cut``: more nodes to cut at when ``roots`` need them (:func:`shared`), so that tasks built
+    by separate calls for other roots of the same plan share them."""
+
+    def __init__(self, roots, cut=frozenset()):
         self.roots = tuple(roots)
-        consumers, order, seen = {}, [], set()
-        stack = list(self.roots)
-        while stack:  # the region reachable without entering a Cached node
-            node = stack.pop()
-            if node in seen:
-                continue
-            seen.add(node)
-            order.append(node)
-            if isinstance(node, Cached):
-                continue
-            for dep in node.deps():
-                consumers.setdefault(dep, set()).add(node)
-                stack.append(dep)
-        self.boundaries = set(self.roots)
-        self.boundaries |= {n for n in order if isinstance(n, Cached)}
-        self.boundaries |= {n for n in order if len(consumers.get(n, ())) > 1 and not _trivial(n)}
-        self.boundaries |= {n for n in order if not _trivial(n) and static_token(n) is not None}  # shared by all entries
+        order, self.boundaries = _cut(self.roots, cut)
         self.runners = {}
         for node in self.boundaries:
             inputs, deps = self._region(node)
             stamped = any(n.stamped for n in walk([node], inner=True))
             self.runners[node] = Runner(node, sorted(inputs), deps, stamped)
         self.stamped = any(r.stamped for r in self.runners.values())
+        self.impure = any(getattr(n, "impure", False) for n in walk(self.roots, inner=True))
         self.order = _topological([n for n in order if n in self.boundaries], self.runners)
 
     def _region(self, node):
@@ -159,6 +157,54 @@ class Structure:
         if isinstance(node, Input):
             inputs.add(node.name)
         return inputs, deps
+
+
+def _cut(roots, cut=frozenset()):
+    """``(order, boundaries)`` of the tasks computing ``roots``: ``order`` lists the nodes reachable
+    without entering a ``Cached`` node, consumers first; a boundary is a root, a ``Cached`` node, a
+    node of ``cut``, a node that needs no entry input (one task for all entries), or a node that the
+    regions of several other boundaries need (a task of its own instead of a run in each region).
+    Raw inputs and parameters are never cut."""
+    order, seen, consumers = [], set(), {}
+    stack = [(r, False) for r in reversed(roots)]
+    while stack:  # depth-first post-order: dependencies before consumers
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.append((node, True))
+        if not isinstance(node, Cached):
+            for dep in node.deps():
+                consumers.setdefault(dep, []).append(node)
+                stack.append((dep, False))
+    order.reverse()
+    boundaries = set(roots) | {n for n in order if isinstance(n, Cached)}
+    boundaries |= {n for n in order if not _trivial(n) and (n in cut or static_token(n) is not None)}
+    owners = {}  # node -> the boundaries whose task would compute it
+    for node in order:
+        if node in boundaries:
+            continue
+        own = set()
+        for c in consumers.get(node, ()):
+            if c in boundaries:
+                own.add(c)
+            else:
+                own |= owners[c]
+        if len(own) > 1 and not _trivial(node):
+            boundaries.add(node)
+        else:
+            owners[node] = own
+    return order, boundaries
+
+
+def shared(roots):
+    """The nodes at which tasks are cut when each of ``roots`` (every field of a plan) is computed
+    by a task of its own: the roots, and what several of them need. Given as ``cut`` to the
+    :class:`Structure` of a few of them, it makes separately built values of one entry share work."""
+    return frozenset(_cut(tuple(roots))[1])
 
 
 def _topological(nodes, runners):
@@ -203,7 +249,7 @@ def task_key(node, token):
 def build(structure, entries, graph=None):
     """Add the tasks of every entry (a dict of raw inputs) to ``graph``; the root keys per entry."""
     graph = {} if graph is None else graph
-    nonce = uuid.uuid4().hex
+    nonce = uuid.uuid4().hex if structure.impure else None
     all_keys = []
     for inputs in entries:
         ev = _KeyTokens(inputs, nonce)

@@ -19,23 +19,52 @@ Each layer also appends its *backward* step (``dict name -> node`` in, same out)
 ``FieldError``.
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from .exceptions import DependencyError, FieldError, GraphError
-from .nodes import Call, Const, Input, Missing
+from .nodes import Cached, Call, Const, Input, Missing, walk
 from .stamps import Files
 
 __all__ = ["Plan", "OPEN", "connect_source", "connect_transform", "check_cycles"]
 
 
+@dataclass(frozen=True, eq=False, repr=False, slots=True)
 class Plan:
-    """The output fields of a pipeline prefix, as nodes. Printable."""
+    """The output fields of a pipeline prefix, as nodes; a layer derives its plan from the previous
+    one with ``dataclasses.replace``. Printable: one line per node (what computes it, from what,
+    and which fields it is).
 
-    __slots__ = ("fields", "metas", "persistent", "virtual", "dropped", "backward", "broken")
+    Attributes
+    ----------
+    fields : dict
+        Field name -> node.
+    metas : frozenset
+        The ``@meta`` fields (functions of parameters only, like ``ids``).
+    persistent : frozenset
+        Names every Transform passes through (a Source's ``id`` and metas).
+    virtual : callable or None
+        ``name -> node or None`` for names not in ``fields`` (raw inputs of a transform-only plan).
+    dropped : frozenset
+        ``@optional`` fields dropped for missing inputs.
+    backward : tuple
+        One step per layer for ``_decorate``: ``dict name -> node`` in, same out.
+    broken : tuple
+        ``(layer, field, missing names)`` of the fields whose inputs are missing.
+    """
 
-    def __init__(self, fields, metas=frozenset(), persistent=frozenset(), virtual=None,
-                 dropped=frozenset(), backward=(), broken=()):
-        self.fields, self.metas, self.persistent = fields, frozenset(metas), frozenset(persistent)
-        self.virtual, self.dropped = virtual, frozenset(dropped)
-        self.backward, self.broken = tuple(backward), tuple(broken)
+    fields: dict
+    metas: frozenset = frozenset()
+    persistent: frozenset = frozenset()
+    virtual: Callable | None = None
+    dropped: frozenset = frozenset()
+    backward: tuple = ()
+    broken: tuple = ()
+
+    def __post_init__(self):
+        for name, kind in (("metas", frozenset), ("persistent", frozenset), ("dropped", frozenset),
+                           ("backward", tuple), ("broken", tuple)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
 
     def get(self, name):
         node = self.fields.get(name)
@@ -57,13 +86,54 @@ class Plan:
         return self
 
     def __repr__(self):
-        lines = ["Plan("]
+        roots = {}
         for name, node in self.fields.items():
-            tag = " [meta]" if name in self.metas else ""
-            lines.append(f"    {name}{tag}: {node!r}")
+            roots.setdefault(node, []).append(f"{name} [meta]" if name in self.metas else name)
+        names, seen, rows = {}, {}, []
+        for node in walk(list(roots)):
+            if node not in roots and isinstance(node, (Input, Const)):
+                continue
+            name = node_label(node)
+            seen[name] = n = seen.get(name, 0) + 1
+            names[node] = name if n == 1 else f"{name}#{n}"  # two layers of one class
+            rows.append((_expression(node, names), ", ".join(roots.get(node, ()))))
+        width = max((len(e) for e, f in rows if f), default=0)
+        lines = [f"    {e.ljust(width)}  -> {f}" if f else f"    {e}" for e, f in rows]
         if self.virtual is not None:
-            lines.append("    <virtual inputs>")
-        return "\n".join(lines + [")"])
+            lines.append("    (any other name: a raw input)")
+        return "\n".join(["Plan(", *lines, ")"])
+
+
+def node_label(node):
+    """How printed plans and tasks name a node: ``Layer.name`` (``Crop._box``), else its name."""
+    if isinstance(node, Cached):
+        return f"cached {node_label(node.inner)}"
+    layer = getattr(node, "layer", None) or getattr(node, "label", None)
+    return f"{layer}.{node.name}" if isinstance(layer, str) else node.name
+
+
+def _argument(node, names):
+    if isinstance(node, Input):
+        return node.name
+    if isinstance(node, Const):
+        value = repr(node.value)
+        return f"{node.name}={value if len(value) <= 40 else value[:37] + '...'}"
+    return names[node]
+
+
+def _expression(node, names):
+    """One line of a printed plan: what computes ``node``, from what."""
+    if isinstance(node, Input):
+        return f"input {node.name!r}"
+    if isinstance(node, Const):
+        return _argument(node, names)
+    args = ", ".join(_argument(d, names) for d in node.deps())
+    if isinstance(node, Cached):
+        return f"cache({args}) in {node.binding!r}"
+    kind = "" if type(node) is Call else f"{type(node).__name__} "
+    if getattr(node, "impure", False):
+        kind = "impure " + kind
+    return f"{kind}{names[node]}({args})"
 
 
 OPEN = Plan({}, virtual=Input)
@@ -151,7 +221,8 @@ def connect_source(spec, values, label):
                              "decorate the transform part of the pipeline (e.g. pipeline[1:]._decorate)")
         return nodes
 
-    return Plan(fields, metas, {"id"} | metas, None, dropped, (back,), _broken(label, own))
+    return Plan(fields, metas=metas, persistent={"id"} | metas, dropped=dropped, backward=(back,),
+                broken=_broken(label, own))
 
 
 def inherits(spec):
@@ -202,7 +273,8 @@ def connect_transform(spec, values, prev, label):
 
     broken = prev.broken + tuple(_broken(label, own))
     dropped |= {n for n in prev.dropped if allowed(n)}
-    return Plan(fields, metas, persistent, virtual, dropped, prev.backward + (back,), broken)
+    return Plan(fields, metas=metas, persistent=persistent, virtual=virtual, dropped=dropped,
+                backward=prev.backward + (back,), broken=broken)
 
 
 def check_cycles(spec, label):

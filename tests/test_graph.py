@@ -1,5 +1,6 @@
 """Pipelines as dask graphs: keys from code hashes, `.delayed`, `to_dask`, every scheduler."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -65,6 +66,34 @@ def test_shared_parameter_runs_once_per_entry(ds, counter):
     both.compute(scheduler="threads")
     assert counter.count("box") == 1
     assert counter.count("image") == 1
+
+
+def _separate_values(ds, key):
+    return ds.image.delayed(key), ds.mask.delayed(key)
+
+
+def test_separately_built_values_of_an_entry_share_its_work(ds, counter):
+    counter.reset()
+    image, mask = dask.compute(*_separate_values(ds, "v1"), scheduler="sync")
+    assert counter.count("image") == 1 and counter.count("box") == 1  # the source's image, Crop._box
+    np.testing.assert_array_equal(image, ds.image("v1"))
+    np.testing.assert_array_equal(mask, ds.mask("v1"))
+    counter.reset()
+    dask.compute(*_separate_values(ds, "v1"), *_separate_values(ds, "v2"), scheduler="threads")
+    assert counter.count("image") == 2 and counter.count("box") == 2
+
+
+@pytest.mark.cluster
+def test_separately_built_values_share_work_on_distributed(ds, counter, client):
+    counter.reset()
+    image, mask = client.gather(client.compute(list(_separate_values(ds, "v3"))))
+    assert counter.count("image") == 1 and counter.count("box") == 1
+    np.testing.assert_array_equal(mask, ds.mask("v3"))
+
+
+def test_tasks_are_cut_only_where_fields_meet(ds, counter):
+    assert len(dict(Volumes(log=counter.path).image.delayed("v1").dask)) == 1  # a field nothing else needs
+    assert len(dict(ds.to_dask(["image", "mask"]).__dask_graph__())) == 6  # one task per entry
 
 
 @pytest.mark.cluster
@@ -157,3 +186,25 @@ def test_main_module_and_closure_functions_run_on_workers(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[103, 106, 109]"
+
+
+def test_readme_architecture_prints_what_it_shows(tmp_path):
+    """The README's "How it works" block, run alone as a script, prints the output shown under it."""
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    section = readme[readme.index("## How it works"):]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    shown = section.split("```text\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "how_it_works.py").write_text(code)
+    out = subprocess.run([sys.executable, str(tmp_path / "how_it_works.py")], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == shown
+
+
+def test_plan_is_frozen_and_derived_with_replace(ds):
+    plan = ds._plan()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.fields = {}
+    derived = dataclasses.replace(plan, metas=["ids", "mask"])
+    assert derived.metas == frozenset({"ids", "mask"}) and derived.fields is plan.fields
+    assert "Crop._box(Volumes.image, _log=" in repr(plan)

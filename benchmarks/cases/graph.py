@@ -4,11 +4,20 @@ ids x 3 fields (value, other, third) of the cheap Source + 3 Transforms.
 connectome_dask: the bulk collection (``bulk_collection``) computed with ``dask.compute``, and
 ``ds.value.delayed(id)`` for one key at a time. raw: the same functions as a hand-written dict graph
 run by ``dask.get`` and as hand-written ``dask.delayed`` (8 tasks per id in both; at 10,000 ids
-only with ``--slow``: it takes minutes)."""
+only with ``--slow``: it takes minutes).
+
+Scaling of one ``Delayed`` per id (``value`` only, 1,000 and 10,000 ids, build + compute per id):
+``delayed_value_us_per_id_N`` is ``dask.compute(*[ds.value.delayed(k) for k in ids],
+scheduler="sync")`` for connectome_dask and the same four functions chained with plain
+``dask.delayed`` for raw; ``to_dask_value_us_per_id_N`` is ``ds.to_dask("value", ids)``;
+``one_task_delayed_us_per_id_N`` (raw) is dask's own floor for that call: one hand-made ``Delayed``
+of one task per id, computed without optimization (nothing to cull)."""
 
 import time
 
 import dask
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 from dask.task_spec import Task, TaskRef
 
 from common import args, not_available, report
@@ -48,6 +57,49 @@ def hand_delayed(ids):
                 value = dask.delayed(func)(value)
             fields.append(value)
         out.append(fields)
+    return out
+
+
+def hand_delayed_value(ids):
+    out = []
+    for i in ids:
+        value = i
+        for func in pipelines.RAW_CHEAP["value"]:
+            value = dask.delayed(func)(value)
+        out.append(value)
+    return out
+
+
+def one_task_delayed(ids):
+    """dask's floor: one hand-made single-task ``Delayed`` per id (key and graph written directly)."""
+    out = []
+    for i in ids:
+        key = f"value-{i}"
+        graph = HighLevelGraph.from_collections(key, {key: Task(key, pipelines.raw_value, i)}, dependencies=())
+        out.append(Delayed(key, graph, layer=key))
+    return out
+
+
+def scaling(lib, sizes):
+    """Per-id cost of computing one Delayed per id together (the ``value`` field), at each size."""
+    out = {}
+    for n in sizes:
+        ids = list(range(n))
+        want = [pipelines.raw_value(i) for i in ids]
+        if lib == "raw":
+            runs = {"delayed_value": lambda: dask.compute(*hand_delayed_value(ids), scheduler="sync"),
+                    "one_task_delayed": lambda: dask.compute(*one_task_delayed(ids), scheduler="sync",
+                                                             optimize_graph=False)}
+        else:
+            ds = pipelines.cheap(lib, n)
+            ds.ids
+            runs = {"delayed_value": lambda: dask.compute(*[ds.value.delayed(k) for k in ids], scheduler="sync"),
+                    "to_dask_value": lambda: ds.to_dask("value", ids).compute(scheduler="sync")}
+        for name, run in runs.items():
+            start = time.perf_counter()
+            result = run()
+            out[f"{name}_us_per_id_{n}"] = (time.perf_counter() - start) / n * 1e6
+            assert list(result) == want, name
     return out
 
 
@@ -124,6 +176,7 @@ def main():
         assert values == [pipelines.raw_value(i) for i in ids]
     except Exception as error:
         out["one_key_us"] = not_available(error)
+    out.update(scaling(a.lib, (200, 1000) if a.quick else (1000, 10000)))
     report(out, a.json)
 
 

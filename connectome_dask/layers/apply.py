@@ -1,8 +1,10 @@
 """``Apply(**{name: func})``: apply a one-argument function to named fields; everything else,
 forward and backward, passes through unchanged."""
 
+from dataclasses import replace
+
 from ..nodes import Call
-from ..plan import Plan, _broken
+from ..plan import _broken
 from .base import CallableLayer
 
 __all__ = ["Apply"]
@@ -33,8 +35,9 @@ class Apply(CallableLayer):
         if prev.virtual is not None:
             upstream, funcs = prev.virtual, self._funcs
             virtual = lambda name: None if name in funcs else upstream(name)  # noqa: E731
-        return Plan(fields, prev.metas - own.keys(), prev.persistent - own.keys(), virtual, prev.dropped,
-                    prev.backward + (dict,), prev.broken + tuple(_broken(self._label, own)))
+        return replace(prev, fields=fields, metas=prev.metas - own.keys(), persistent=prev.persistent - own.keys(),
+                       virtual=virtual, backward=prev.backward + (dict,),
+                       broken=prev.broken + tuple(_broken(self._label, own)))
 
     def __reduce__(self):
         return _apply, (self._funcs,)

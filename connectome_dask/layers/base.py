@@ -219,6 +219,8 @@ class Field:
 
     def _bind(self, args, kwargs):
         names = self._inputs
+        if not kwargs and len(args) == len(names):
+            return dict(zip(names, args))
         if len(args) > len(names):
             raise TypeError(f"{self.__name__}() takes {len(names)} arguments {list(names)}, got {len(args)}")
         inputs = dict(zip(names, args))

@@ -18,6 +18,7 @@ At chain construction each cache layer checks that no cached field has an ``@imp
 (``ValueError`` unless ``impure=True``).
 """
 
+import dataclasses
 import weakref
 
 from ..cache.hdf5 import HDF5Store, check_field_name
@@ -25,7 +26,6 @@ from ..cache.memory import MemoryStore, check_size
 from ..cache.store import Store, local
 from ..exceptions import InvalidArgument
 from ..nodes import Cached, Input, walk
-from ..plan import Plan
 from ..stamps import attach
 from .base import Layer, as_names
 
@@ -67,8 +67,7 @@ class CacheLayer(Layer):
     def _connect(self, prev):
         fields = dict(prev.fields)
         fields.update(self._nodes(prev, local(self._new_store())))
-        return Plan(fields, prev.metas, prev.persistent, prev.virtual, prev.dropped,
-                    prev.backward + (dict,), prev.broken)
+        return dataclasses.replace(prev, fields=fields, backward=prev.backward + (dict,))
 
     def _prepare(self, prev):
         if self._impure:

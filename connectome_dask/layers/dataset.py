@@ -9,11 +9,12 @@ computed once per pipeline object and process, and one shared task in a dask gra
 
 import hashlib
 import inspect
+from dataclasses import replace
 
 from ..exceptions import DependencyError, FieldError, HashError, InvalidArgument
 from ..hashing import combine, tokenize
 from ..nodes import Call, Missing, raw_inputs, walk
-from ..plan import Plan, _broken
+from ..plan import _broken
 from ..routing import Gather, Guard, Table
 from .base import Layer
 
@@ -167,8 +168,8 @@ class Filter(Layer):
             progress = "Filter" if self._verbose else None
             node = Table(self._keys, _where, [keys, Gather("filter", keys, per, progress)], layer="Filter")
         fields[self._keys] = node
-        return Plan(fields, prev.metas | {self._keys}, prev.persistent, prev.virtual, prev.dropped,
-                    prev.backward + (dict,), prev.broken + tuple(_broken("Filter", {self._keys: node})))
+        return replace(prev, fields=fields, metas=prev.metas | {self._keys}, backward=prev.backward + (dict,),
+                       broken=prev.broken + tuple(_broken("Filter", {self._keys: node})))
 
     def __repr__(self):
         return f"Filter({', '.join(self._names)})"
@@ -209,7 +210,7 @@ class CheckIds(Layer):
         allowed = Table("ids", frozenset, [dataset_ids(prev, "CheckIds")], layer="CheckIds")
         fields = {name: node if name in prev.metas else Guard(name, node, allowed, "CheckIds")
                   for name, node in prev.fields.items()}
-        return Plan(fields, prev.metas, prev.persistent, None, prev.dropped, prev.backward + (dict,), prev.broken)
+        return replace(prev, fields=fields, virtual=None, backward=prev.backward + (dict,))
 
     def __repr__(self):
         return "CheckIds()"

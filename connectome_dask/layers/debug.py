@@ -171,8 +171,8 @@ class HashDigest(CallableLayer):
                                      "replaces or drops it); decorate the part of the pipeline before it")
             return dict(nodes)
 
-        return Plan(fields, prev.metas & fields.keys(), prev.persistent & kept.keys(), None, dropped,
-                    prev.backward + (back,), prev.broken + tuple(_broken(label, own)))
+        return Plan(fields, metas=prev.metas & fields.keys(), persistent=prev.persistent & kept.keys(),
+                    dropped=dropped, backward=prev.backward + (back,), broken=prev.broken + tuple(_broken(label, own)))
 
     def __repr__(self):
         return f"HashDigest({', '.join(self._names)})"

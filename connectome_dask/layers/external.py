@@ -304,8 +304,8 @@ class External(CallableLayer):
         if prev.virtual is not None and unresolved:
             upstream = prev.virtual
             virtual = lambda name: upstream(name) if name in unresolved else None  # noqa: E731
-        return Plan(fields, metas, persistent, virtual, (), prev.backward + (back,),
-                    prev.broken + tuple(_broken(label, own)))
+        return Plan(fields, metas=metas, persistent=persistent, virtual=virtual, backward=prev.backward + (back,),
+                    broken=prev.broken + tuple(_broken(label, own)))
 
     def __getattr__(self, name):
         if name.startswith("_"):

@@ -91,7 +91,8 @@ class GroupBy(Layer):
             if name not in fields:
                 fields[name] = node if name in prev.metas else Group(name, table, node, "GroupBy")
         metas = (prev.metas - {"id"}) | {"ids"}
-        return Plan(fields, metas, {"id", "ids"}, None, (), (no_backward("GroupBy"),), prev.broken)
+        return Plan(fields, metas=metas, persistent={"id", "ids"}, backward=(no_backward("GroupBy"),),
+                    broken=prev.broken)
 
     def __repr__(self):
         return f"GroupBy({self._by!r})"

@@ -83,7 +83,7 @@ class Merge(CallableLayer):
         common = set.intersection(*[set(p.fields) for p in plans]) - {self._keys}
         fields = {name: Switch(name, route, [p.fields[name] for p in plans], "Merge") for name in sorted(common)}
         fields[self._keys] = Const(self._keys, tuple(sorted(self._route)), what="the ids of Merge")
-        return Plan(fields, {self._keys}, {"id", self._keys}, None, (), (no_backward("Merge"),))
+        return Plan(fields, metas={self._keys}, persistent={"id", self._keys}, backward=(no_backward("Merge"),))
 
     def __repr__(self):
         inner = "".join(f"    {layer!r},\n" for layer in self._layers)
@@ -236,7 +236,7 @@ class Join(CallableLayer):
                 else:
                     options = (node, None) if index == 0 else (None, node)
                 fields[name] = Scope(name, table, options, "Join")
-        return Plan(fields, {"ids"}, {"id", "ids"}, None, (), (no_backward("Join"),))
+        return Plan(fields, metas={"ids"}, persistent={"id", "ids"}, backward=(no_backward("Join"),))
 
     def __repr__(self):
         return f"Join(on={self._on!r}, how={self._mode.value!r})"

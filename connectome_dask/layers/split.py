@@ -97,4 +97,5 @@ class Split(_Declared, _root=True):
         for name, node in own.items():
             fields[name] = Scope(name, table, (node,), label)
         broken = prev.broken + tuple(_broken(label, {"ids": ids, **own}))
-        return Plan(fields, {"ids"}, {"id", "ids"}, None, dropped, (no_backward(label),), broken)
+        return Plan(fields, metas={"ids"}, persistent={"id", "ids"}, dropped=dropped, backward=(no_backward(label),),
+                    broken=broken)
