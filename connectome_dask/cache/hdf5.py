@@ -222,28 +222,34 @@ def _write_plain(tmp, value, field, token):
     dataset ``value`` with ``t=b"array"``, the root attribute ``header``), without the per-object
     overhead of the high-level one."""
     h5py = _h5py()
-    h5f, h5p, h5s, h5t = h5py.h5f, h5py.h5p, h5py.h5s, h5py.h5t
-    arr = np.require(value, requirements="C")
-    digest = _digest_array(field, token, arr)
+    h5f, h5p = h5py.h5f, h5py.h5p
     fapl = h5p.create(h5p.FILE_ACCESS)
     fapl.set_file_locking(False, True)
     fapl.set_libver_bounds(h5f.LIBVER_LATEST, h5f.LIBVER_LATEST)
     fapl.set_fclose_degree(h5f.CLOSE_STRONG)  # closing the file closes (and flushes) every object in it
     fid = h5f.create(os.fsencode(tmp), h5f.ACC_TRUNC, fapl=fapl)
     try:
-        dcpl = h5p.create(h5p.DATASET_CREATE)
-        dcpl.set_obj_track_times(False)  # as h5py's create_dataset: the file depends on the value only
-        space = h5s.create(h5s.SCALAR) if arr.ndim == 0 else h5s.create_simple(arr.shape)
-        dataset = h5py.h5d.create(fid, b"value", h5t.py_create(arr.dtype, logical=1), space, dcpl=dcpl)
-        if arr.size:
-            dataset.write(h5s.ALL, h5s.ALL, arr)
-        tag = h5py.h5a.create(dataset, b"t", _types()["tag"], h5s.create(h5s.SCALAR))
-        tag.write(np.array(b"array", "S5"))
-        header = h5py.h5a.create(fid, b"header", _types()["header"], h5s.create_simple((4,)))
-        header.write(_header(digest.words(), True))
-        del tag, header, dataset
+        _fill_plain(fid, value, field, token)
     finally:
         fid.close()
+
+
+def _fill_plain(fid, value, field, token):
+    """The nodes of a plain array entry, written into the open, empty file ``fid``."""
+    h5py = _h5py()
+    h5s, h5t = h5py.h5s, h5py.h5t
+    arr = np.require(value, requirements="C")
+    digest = _digest_array(field, token, arr)
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_obj_track_times(False)  # as h5py's create_dataset: the file depends on the value only
+    space = h5s.create(h5s.SCALAR) if arr.ndim == 0 else h5s.create_simple(arr.shape)
+    dataset = h5py.h5d.create(fid, b"value", h5t.py_create(arr.dtype, logical=1), space, dcpl=dcpl)
+    if arr.size:
+        dataset.write(h5s.ALL, h5s.ALL, arr)
+    tag = h5py.h5a.create(dataset, b"t", _types()["tag"], h5s.create(h5s.SCALAR))
+    tag.write(np.array(b"array", "S5"))
+    header = h5py.h5a.create(fid, b"header", _types()["header"], h5s.create_simple((4,)))
+    header.write(_header(digest.words(), True))
 
 
 _TYPES = {}
@@ -271,26 +277,32 @@ def _read(path, field, token, allow_pickle):
             raise FileNotFoundError(path) from None
         raise
     try:
-        attr = h5py.h5a.open(fid, b"header")
-        if attr.shape != (4,) or attr.dtype != np.uint64:
-            raise StorageCorruption("no header of format 2 (an entry of an older version?)")
-        header = np.empty(4, np.uint64)
-        attr.read(header)
-        if header[0] != VERSION or header[1] > 1:
-            raise StorageCorruption(f"a header of format {header[0]}, this version reads {VERSION}")
-        if not header[1]:
-            return decode(fid, field, token, header[2:], allow_pickle)
-        dataset = h5py.h5d.open(fid, b"value")
-        if dataset.dtype.fields is not None or dataset.dtype.hasobject:
-            raise StorageCorruption("the plain flag on a dataset that is not a plain array")
-        value = np.empty(dataset.shape, dataset.dtype)
-        if value.size:
-            dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
-        if not _digest_array(field, token, value).matches(header[2:]):
-            raise StorageCorruption("digest mismatch")
-        return value
+        return _read_fid(fid, field, token, allow_pickle)
     finally:
         fid.close()
+
+
+def _read_fid(fid, field, token, allow_pickle):
+    """The value of the entry open as ``fid`` (an ``h5py.h5f.FileID``), its digest verified."""
+    h5py = _h5py()
+    attr = h5py.h5a.open(fid, b"header")
+    if attr.shape != (4,) or attr.dtype != np.uint64:
+        raise StorageCorruption("no header of format 2 (an entry of an older version?)")
+    header = np.empty(4, np.uint64)
+    attr.read(header)
+    if header[0] != VERSION or header[1] > 1:
+        raise StorageCorruption(f"a header of format {header[0]}, this version reads {VERSION}")
+    if not header[1]:
+        return decode(fid, field, token, header[2:], allow_pickle)
+    dataset = h5py.h5d.open(fid, b"value")
+    if dataset.dtype.fields is not None or dataset.dtype.hasobject:
+        raise StorageCorruption("the plain flag on a dataset that is not a plain array")
+    value = np.empty(dataset.shape, dataset.dtype)
+    if value.size:
+        dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
+    if not _digest_array(field, token, value).matches(header[2:]):
+        raise StorageCorruption("digest mismatch")
+    return value
 
 
 def _store(root, compression, serializer):

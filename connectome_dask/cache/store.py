@@ -55,15 +55,18 @@ class DictStore(Store):
         return (field, token) in self.mapping
 
 
-def as_store(obj):
-    """The store for ``obj``: a ``Store`` is itself; a ``str`` or path is an ``HDF5Store`` root;
-    a ``dict`` (or any mutable mapping) becomes a ``DictStore``."""
+def as_store(obj, **options):
+    """The store for ``obj``: a ``Store`` is itself; a ``str`` or path is an ``HDF5Store`` root, an
+    fsspec URL (``s3://bucket/prefix``, ``memory://...``) a ``RemoteStore`` root (``options``:
+    ``storage_options``, ``local``, ``compression``, ``serializer``, ``layer``; see
+    :func:`~connectome_dask.cache.remote.open_root`); a ``dict`` (or any mutable mapping) becomes a
+    ``DictStore``."""
     if isinstance(obj, Store):
         return obj
     if isinstance(obj, (str, os.PathLike)):
-        from .hdf5 import HDF5Store
+        from .remote import open_root
 
-        return HDF5Store(obj)
+        return open_root(obj if isinstance(obj, str) else os.fspath(obj), **options)
     if hasattr(obj, "__getitem__") and hasattr(obj, "__setitem__"):
         return DictStore(obj)
-    raise TypeError(f"cannot use {type(obj).__name__} as a cache store; pass a folder, a dict or a Store")
+    raise TypeError(f"cannot use {type(obj).__name__} as a cache store; pass a folder, a URL, a dict or a Store")

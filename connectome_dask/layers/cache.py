@@ -10,7 +10,8 @@ tasks:
   ``Worker.data``). A new uid is drawn each time the layer is connected into a chain, as in
   connectome (one ``CacheToRam`` placed in two chains does not share entries).
 * :class:`DiskBinding` holds an :class:`~connectome_dask.cache.hdf5.HDF5Store` (a root folder and
-  options; no open handles), so every worker writes entries straight into the shared root.
+  options; no open handles) or a :class:`~connectome_dask.cache.remote.RemoteStore` (a URL), so
+  every worker writes entries straight into the shared root.
 
 At chain construction each cache layer checks that no cached field has an ``@impure`` ancestor
 (``ValueError`` unless ``impure=True``).
@@ -19,7 +20,8 @@ At chain construction each cache layer checks that no cached field has an ``@imp
 import threading
 import uuid
 
-from ..cache.hdf5 import HDF5Store, check_field_name
+from ..cache.root import check_field_name
+from ..cache.store import as_store
 from ..cache.memory import MemoryStore
 from ..cache.cached import cached_call
 from ..hashing import combine
@@ -67,7 +69,7 @@ class RamBinding:
 
 
 class DiskBinding:
-    """An HDF5 store shared by every process that can see its root."""
+    """A persistent store shared by every process that can see its root (a folder or a URL)."""
 
     __slots__ = ("_store", "token")
 
@@ -213,8 +215,10 @@ class CacheToDisk(CacheLayer):
     Parameters
     ----------
     root : str or os.PathLike
-        The cache root, created if needed. A folder holding anything but a cache raises
-        :class:`~connectome_dask.cache.hdf5.ForeignRoot` (a ``FileNotFoundError``).
+        The cache root, created if needed: a folder, or an fsspec URL (``s3://bucket/prefix``,
+        ``gs://...``, ``memory://...``; see docs/clusters.md, "No shared file system"). A root holding
+        anything but a cache raises :class:`~connectome_dask.cache.hdf5.ForeignRoot` (a
+        ``FileNotFoundError``).
     names : str or list of str
         Fields to cache. None caches nothing (connectome's rule); unknown names are ignored. A name
         that cannot be a folder name (``""``, ``".."``, ``"a/b"``, NUL, over 255 bytes) raises
@@ -230,6 +234,12 @@ class CacheToDisk(CacheLayer):
         Allow caching fields that depend on an ``@impure`` function (else ``ValueError``).
     labels : optional
         Accepted for connectome compatibility; not used.
+    storage_options : dict, optional
+        For a URL root: options of its fsspec file system (``key``, ``secret``,
+        ``client_kwargs={"endpoint_url": ...}``, ...). They travel with the tasks.
+    local : str or os.PathLike, optional
+        For a URL root: a node-local folder that keeps a copy of every entry read or written, served
+        from there afterwards (entries never change, so the copy never goes stale).
 
     Examples
     --------
@@ -253,18 +263,22 @@ class CacheToDisk(CacheLayer):
     ((1.0, 2.5), dtype('int16'))
     """
 
-    def __init__(self, root, names=None, *, serializer=None, compression=None, impure=False, labels=None):
+    def __init__(self, root, names=None, *, serializer=None, compression=None, impure=False, labels=None,
+                 storage_options=None, local=None):
         super().__init__(names, impure)
         for name in self._names or ():
             check_field_name(name, "CacheToDisk")
-        self._store = HDF5Store(root, compression=compression, serializer=serializer)
-        self._options = dict(serializer=serializer, compression=compression, labels=labels)
+        self._store = as_store(root, compression=compression, serializer=serializer, storage_options=storage_options,
+                               local=local, layer="CacheToDisk")
+        self._options = dict(serializer=serializer, compression=compression, labels=labels,
+                             storage_options=storage_options, local=local)
 
     @classmethod
-    def simple(cls, *names, root, serializer=None, compression=None, labels=None):
+    def simple(cls, *names, root, serializer=None, compression=None, labels=None, storage_options=None, local=None):
         """``CacheToDisk.simple('image', 'mask', root='cache/')``: connectome's form, the fields
         to cache as positional arguments (see the class docstring for the options)."""
-        return cls(root, names, serializer=serializer, compression=compression, labels=labels)
+        return cls(root, names, serializer=serializer, compression=compression, labels=labels,
+                   storage_options=storage_options, local=local)
 
     def _binding(self):
         return DiskBinding(self._store)

@@ -11,7 +11,8 @@ memory. Field tokens are unchanged (the node is a ``Cached`` node, transparent t
 import math
 import threading
 
-from ..cache.hdf5 import HDF5Store, check_field_name
+from ..cache.root import check_field_name
+from ..cache.store import as_store
 from ..cache.cached import cached_call
 from ..evaluate import Evaluation
 from ..exceptions import DependencyError
@@ -119,7 +120,8 @@ class CacheColumns(CacheLayer):
     index : str or None
         connectome's index folder; accepted for compatibility and not used (tokens address entries).
     storage : str or os.PathLike
-        The cache root of the shards (an HDF5 cache root, as for ``CacheToDisk``).
+        The cache root of the shards: a folder or an fsspec URL, as for ``CacheToDisk`` (also
+        ``storage_options`` and ``local``).
     serializer : optional
         A :mod:`connectome_dask.serializers` policy (default: native HDF5 types only); it judges
         each value of a shard.
@@ -158,7 +160,7 @@ class CacheColumns(CacheLayer):
     """
 
     def __init__(self, index, storage, serializer, names, *, verbose=False, shard_size=None, labels=None,
-                 impure=False, compression=None):
+                 impure=False, compression=None, storage_options=None, local=None):
         if names is None:
             raise ValueError("CacheColumns: name the fields to cache (an empty list caches nothing)")
         super().__init__(names, impure)
@@ -167,15 +169,19 @@ class CacheColumns(CacheLayer):
         if shard_size is not None and (isinstance(shard_size, bool) or shard_size == 1 or shard_size <= 0
                                        or not isinstance(shard_size, (int, float))):
             raise ValueError(f"CacheColumns: shard_size must be None, an int > 1 or a fraction, got {shard_size!r}")
-        self._store = HDF5Store(storage, compression=compression, serializer=serializer)
+        self._store = as_store(storage, compression=compression, serializer=serializer,
+                               storage_options=storage_options, local=local, layer="CacheColumns")
         self._shard_size, self._args = shard_size, (index, storage, serializer)
-        self._options = dict(verbose=verbose, shard_size=shard_size, labels=labels, compression=compression)
+        self._options = dict(verbose=verbose, shard_size=shard_size, labels=labels, compression=compression,
+                             storage_options=storage_options, local=local)
 
     @classmethod
-    def simple(cls, *names, root, shard_size=None, serializer=None, compression=None):
+    def simple(cls, *names, root, shard_size=None, serializer=None, compression=None, storage_options=None,
+               local=None):
         """``CacheColumns.simple('label', 'spacing', root='cache/', shard_size=100)``: the short
         form, shards stored under ``root``."""
-        return cls(None, root, serializer, names, shard_size=shard_size, compression=compression)
+        return cls(None, root, serializer, names, shard_size=shard_size, compression=compression,
+                   storage_options=storage_options, local=local)
 
     def _prepare(self, prev):
         ids = prev.fields.get("ids")
