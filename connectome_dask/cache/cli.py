@@ -1,5 +1,6 @@
 """``connectome-dask cache ROOT COMMAND`` (or ``python -m connectome_dask cache ...``): inspect and
-clean an HDF5 cache root.
+clean an HDF5 cache root: a folder or a URL (``s3://bucket/prefix``: credentials and options from the
+environment, e.g. ``AWS_*`` or fsspec's ``FSSPEC_S3_ENDPOINT_URL``).
 
 Commands: ``list`` (entries and bytes per field), ``verify`` (read every entry, check its checksum,
 say why a bad one is bad; ``--remove`` deletes them), ``delete`` (by field and/or age; ``--dry-run``).
@@ -17,6 +18,7 @@ import time
 
 from ..exceptions import StoreError
 from .hdf5 import HDF5Store, _open_root, _read
+from .remote import RemoteStore, is_url
 
 __all__ = ["main", "parser"]
 
@@ -47,7 +49,7 @@ def parser(prog=None):
         prog=prog, description="Inspect and clean a connectome_dask HDF5 cache root (no dask needed).",
         epilog="Exit codes: 0 ok, 1 bad entries left by verify, 2 usage error, unknown field or not a cache root. "
                f"Example: {prog} ./cache delete --field image --older-than 30d --dry-run")
-    top.add_argument("root", help="the cache root: the folder given to CacheToDisk (holds connectome_dask.json)")
+    top.add_argument("root", help="the cache root: the folder or URL given to CacheToDisk (holds connectome_dask.json)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     listing = sub.add_parser("list", help="entries and bytes per field", description="Count the entries and "
                              "bytes of every field, from directory entries only (fast on 100,000 entries).")
@@ -76,6 +78,15 @@ def _program():
 
 def main(argv=None, prog=None):
     args = parser(prog).parse_args(argv)
+    if is_url(args.root) and not args.root.startswith("file://"):
+        try:
+            store = RemoteStore(args.root, create=False)
+            store._open_root(create=False)
+        except (StoreError, OSError) as e:
+            print(e, file=sys.stderr)
+            return 2
+        return {"list": _list, "verify": _verify, "delete": _delete}[args.command](store, args)
+    args.root = args.root[len("file://"):] if is_url(args.root) else args.root
     if not os.path.isdir(args.root):
         print(f"{args.root}: no such cache root (a folder given to CacheToDisk)", file=sys.stderr)
         return 2
@@ -105,8 +116,10 @@ def _list(store, args):
     return 0
 
 
-def _problem(path, field, token):
+def _problem(store, path, field, token):
     """Why the entry at ``path`` is bad, or None if it reads back with a valid digest."""
+    if isinstance(store, RemoteStore):
+        return store.problem(field, token)
     try:
         _read(path, field, token, allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - any unreadable entry is bad; the reason is reported
@@ -118,11 +131,11 @@ def _verify(store, args):
     checked, bad = 0, 0
     for field, token, path, _, _ in store.entries():
         checked += 1
-        reason = _problem(path, field, token)
+        reason = _problem(store, path, field, token)
         if reason is not None:
             bad += 1
             if args.remove:
-                os.unlink(path)
+                store.delete(field, token)
             print(f"{'removed' if args.remove else 'bad'}: {path}: {reason}")
     removed = " (removed)" if args.remove and bad else ""
     print(f"checked {plural(checked, 'entry', 'entries')}: {plural(bad, 'bad entry', 'bad entries')}{removed}")
@@ -140,13 +153,13 @@ def _delete(store, args):
               file=sys.stderr)
         return 2
     removed = 0
-    for field, _, path, _, mtime in entries:
+    for field, token, path, _, mtime in entries:
         if (args.field and field != args.field) or (args.older_than and mtime >= args.older_than):
             continue
         removed += 1
         print(f"{'would remove' if args.dry_run else 'removed'} {path}")
         if not args.dry_run:
-            os.unlink(path)
+            store.delete(field, token)
     for path in store.temporaries():
         if not args.dry_run and os.path.getmtime(path) < time.time() - 3600:
             os.unlink(path)

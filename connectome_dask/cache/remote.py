@@ -123,17 +123,19 @@ class RemoteStore(Store):
 
     # --- the root ------------------------------------------------------------------------------------------------
 
-    def _open_root(self):
-        """Check the marker, or make one (a root whose marker is gone but whose objects are all entries
-        gets its marker back); ``ForeignRoot`` for anything else."""
+    def _open_root(self, create=True):
+        """Check the marker, or (``create``) make one (a root whose marker is gone but whose objects
+        are all entries gets its marker back); ``ForeignRoot`` for anything else."""
         fs, marker = self.fs, f"{self._path}/{MARKER}"
         try:
             text = fs.cat_file(marker)
         except FileNotFoundError:
             text = None
         if text is not None:
-            if marker_version(self.root, self.url(marker), text) == FORMAT["version"]:
+            if marker_version(self.root, self.url(marker), text) == FORMAT["version"] or not create:
                 return
+        elif not create:
+            raise ForeignRoot(f"{self.root}: no cache root there (no {MARKER}; a root given to CacheToDisk has one)")
         else:
             others = [p for p in self._objects() if _entry_of(p[len(self._path) + 1:]) is None]
             if others:
@@ -157,7 +159,12 @@ class RemoteStore(Store):
                 return value
         path = self.path(field, token)
         try:
-            head = self.fs.cat_file(path, start=0, end=GET_BYTES)
+            try:
+                head = self.fs.cat_file(path, start=0, end=GET_BYTES)
+            except FileNotFoundError:
+                raise
+            except Exception:  # noqa: BLE001 - an empty object refuses any range: read it whole
+                head = self.fs.cat_file(path)
         except FileNotFoundError:
             return MISSING
         except Exception as e:  # noqa: BLE001 - a denied or failed read is a miss, never a crash
@@ -251,7 +258,7 @@ class RemoteStore(Store):
         for path, info in sorted(found.items()):
             entry = _entry_of(path[len(self._path) + 1:])
             if entry is not None:
-                yield (*entry, path, info.get("size", 0), _mtime(info))
+                yield (*entry, self.url(path), info.get("size", 0), _mtime(info))
 
     def temporaries(self):
         return ()  # nothing is written but whole objects
@@ -310,7 +317,7 @@ def _image(value, field, token, compression, allow_pickle):
         else:
             digest, plain = encode(f, value, field, token, compression, allow_pickle)
             f.attrs["header"] = hdf5._header(digest, plain)
-    return buffer.getbuffer()
+    return buffer.getvalue()
 
 
 def _decode(fileobj, field, token, allow_pickle):
