@@ -26,13 +26,11 @@ from connectome_dask.cache.root import MARKER
 from connectome_dask.cache.store import MISSING, as_store
 from connectome_dask.exceptions import CacheWarning, StoreError
 
+import boto3  # the test extra installs boto3, moto[server] and s3fs
+import fsspec
+import s3fs
 import s3_layers
 from s3_layers import expected_image
-
-pytest.importorskip("moto.server", reason="the test extra installs moto[server]")
-boto3 = pytest.importorskip("boto3")
-s3fs = pytest.importorskip("s3fs")
-import fsspec  # noqa: E402 - s3fs brings it
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
