@@ -14,6 +14,8 @@ benchmark (``pipelines.preprocessing``) populated and read back through an ``s3:
 * connectome_dask only: ``local_copy_read_MBps``, the same pass through ``CacheToDisk(..., local=folder)``
   once the copy holds every entry, and ``local_disk_read_MBps``, the same files read through a plain
   ``CacheToDisk`` on that folder (the local-disk store); ``local_copy_vs_local_disk`` is their ratio.
+* ``large_read_MBps``: one entry of a 64 MiB array; connectome_dask reads it in ranges (above
+  ``GET_BYTES``); ``large_read_one_get_MBps`` reads it with one GET instead; raw: one GET + h5py.
 Megabytes are the arrays' bytes (image + mask). The machine's 2 cores run the workers, the server and the
 client alike for both libraries.
 """
@@ -39,6 +41,7 @@ KEYS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEF
 SERVER = ("import sys; from moto.server import ThreadedMotoServer; "
           "s = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False); s.start(); "
           "print(s.get_host_and_port()[1], flush=True); sys.stdin.read(); s.stop()")
+LARGE = np.random.default_rng(0).random(8 << 20)  # one 64 MiB entry: above GET_BYTES
 _FORKED = {}
 
 
@@ -76,11 +79,11 @@ def raw_populate(data, keys, endpoint, prefix):
             pass
 
 
-def raw_read(fs, keys, prefix, whole=False):
+def raw_read(fs, keys, prefix, whole=False, names=("image", "mask")):
     """Every object with one GET (s3fs sends one for a byte range; ``whole``: plain ``cat_file``, which
     sends a HEAD first), decoded from memory by h5py."""
     for key in keys:
-        for name in ("image", "mask"):
+        for name in names:
             path = f"{prefix}/{name}-{key}.h5"
             data = fs.cat_file(path) if whole else fs.cat_file(path, start=0, end=1 << 30)
             with h5py.File(io.BytesIO(data), "r") as f:
@@ -126,6 +129,9 @@ def main():
             result["populate_s"] = statistics.median(timed(raw_populate, data, keys, endpoint, p)[0] for p in prefixes)
             result["read_MBps"] = nbytes / raw_read_s(runs, fs, keys, prefixes[-1]) / 1e6
             result["read_cat_file_MBps"] = nbytes / raw_read_s(runs, fs, keys, prefixes[-1], True) / 1e6
+            fs.pipe_file("bench/large/large-big.h5", raw_image("large", LARGE))
+            result["large_read_MBps"] = LARGE.nbytes / raw_read_s(runs, fs, ["big"], "bench/large", False,
+                                                                    ("large",)) / 1e6
         else:
             result.update(lib_case(a, data, keys, endpoint, runs, nbytes, work))
         report(result, a.json)
@@ -169,6 +175,25 @@ def lib_case(a, data, keys, endpoint, runs, nbytes, work):
     disk = lambda: pipelines.preprocessing(a.lib, data, copy)  # noqa: E731 - the same files, as a local root
     out["local_disk_read_MBps"] = nbytes / lib_read_s(runs, disk, keys) / 1e6
     out["local_copy_vs_local_disk"] = out["local_copy_read_MBps"] / out["local_disk_read_MBps"]
+    out.update(large_entry(runs, endpoint, options))
+    return out
+
+
+def large_entry(runs, endpoint, options):
+    """A 64 MiB entry read by the store: in ranges (the default above ``GET_BYTES``), and with one GET."""
+    from connectome_dask.cache import remote
+
+    store = remote.RemoteStore("s3://bench/large", storage_options=options)
+    store.set("large", "big", LARGE)
+
+    def read():
+        assert store.get("large", "big").shape == LARGE.shape
+
+    out = {}
+    for metric, threshold in (("large_read_MBps", remote.GET_BYTES), ("large_read_one_get_MBps", 1 << 30)):
+        remote.GET_BYTES = threshold
+        read()
+        out[metric] = LARGE.nbytes / statistics.median(timed(read)[0] for _ in range(runs)) / 1e6
     return out
 
 

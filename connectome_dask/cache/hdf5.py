@@ -244,12 +244,12 @@ def _fill_plain(fid, value, field, token):
     dcpl.set_obj_track_times(False)  # as h5py's create_dataset: the file depends on the value only
     space = h5s.create(h5s.SCALAR) if arr.ndim == 0 else h5s.create_simple(arr.shape)
     dataset = h5py.h5d.create(fid, b"value", h5t.py_create(arr.dtype, logical=1), space, dcpl=dcpl)
-    if arr.size:
-        dataset.write(h5s.ALL, h5s.ALL, arr)
     tag = h5py.h5a.create(dataset, b"t", _types()["tag"], h5s.create(h5s.SCALAR))
     tag.write(np.array(b"array", "S5"))
     header = h5py.h5a.create(fid, b"header", _types()["header"], h5s.create_simple((4,)))
     header.write(_header(digest.words(), True))
+    if arr.size:  # the payload last: every piece of metadata lies before it (one ranged read gets them all)
+        dataset.write(h5s.ALL, h5s.ALL, arr)
 
 
 _TYPES = {}

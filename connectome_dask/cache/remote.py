@@ -49,8 +49,8 @@ from .store import MISSING, Store
 
 __all__ = ["RemoteStore", "open_root", "is_url", "GET_BYTES", "BLOCK_BYTES"]
 
-GET_BYTES = 16 << 20  # entries up to this size: one GET, decoded from memory
-BLOCK_BYTES = 1 << 20  # larger entries: metadata reads served from blocks of this size
+GET_BYTES = 32 << 20  # entries up to this size: one GET, decoded from memory; larger: parts of this size
+BLOCK_BYTES = 256 << 10  # larger entries: reads of metadata served from blocks of this size
 
 
 def is_url(root):
@@ -186,6 +186,8 @@ class RemoteStore(Store):
         return value
 
     def contains(self, field, token):
+        if self._copy is not None and self._copy.contains(field, token):
+            return True
         try:
             self.fs.cat_file(self.path(field, token), start=0, end=1)  # a GET: no LIST on a miss, as a HEAD may do
         except Exception:  # noqa: BLE001 - missing, or unreadable: not there for this process
@@ -336,7 +338,7 @@ class _Ranged(io.RawIOBase):
     dataset's payload, with one GET of exactly its bytes)."""
 
     def __init__(self, fs, path, head):
-        self.fs, self.path, self.head, self.pos = fs, path, head, 0
+        self.fs, self.path, self.head, self.pos = fs, path, memoryview(head), 0
         self.size = fs.size(path)
         self.blocks = {}
 
@@ -361,11 +363,12 @@ class _Ranged(io.RawIOBase):
         n = end - start
         if end <= len(self.head):
             view[:n] = self.head[start:end]
-        elif n >= BLOCK_BYTES:  # a payload: what the first GET holds, the rest in parts of GET_BYTES
+        elif n >= BLOCK_BYTES:  # a payload: what the first GET holds, the rest in equal parts of ~GET_BYTES
             held = max(0, len(self.head) - start)
             view[:held] = self.head[start:start + held]
-            for part in range(start + held, end, GET_BYTES):
-                stop = min(part + GET_BYTES, end)
+            parts = max(1, (n - held) // GET_BYTES)
+            bounds = [start + held + (n - held) * i // parts for i in range(parts + 1)]
+            for part, stop in zip(bounds, bounds[1:]):
                 view[part - start:stop - start] = self.fs.cat_file(self.path, start=part, end=stop)
         else:
             done = 0
