@@ -10,20 +10,25 @@ where HDF5's core driver took 3.5 ms and a file on tmpfs 2.1 ms) and published w
 object stores make visible whole or not at all. Where the backend has create-only writes (s3fs:
 ``If-None-Match: *``; fsspec's memory file system) the PUT is create-only and "already exists" is
 another writer's success; elsewhere the last of several writers of identical content wins. Nothing
-is ever renamed, and a writer killed mid-upload leaves no object (a multipart upload of an entry
-over 100 MB is aborted or never completed). An entry found corrupt (truncated, flipped bits, digest
+is ever renamed, and a writer killed mid-upload leaves no object (s3fs sends an entry over 100 MB
+as a multipart upload, invisible until completed; a bucket lifecycle rule removes the parts of one
+never completed). An entry found corrupt (truncated, flipped bits, digest
 mismatch) is a miss with one ``CacheWarning`` per field, and this process replaces it (the one
 overwriting PUT).
 
 Reads: the first ``GET_BYTES`` of an entry come with one ranged GET; an entry smaller than that
 (the common case) is decoded from memory. A larger one is read through :class:`_Ranged`: HDF5 asks
-for its metadata in small pieces, served from blocks of ``BLOCK_BYTES``, and for a contiguous
-dataset in one piece, fetched in ranged GETs of ``GET_BYTES`` into the array's place, so a large
-payload is in memory once (plus one part). Nothing lists a folder in the hot path (a missing entry is one failed GET; the CLI
+for its metadata in small pieces (a plain array's all lie before its payload, in the first GET;
+others are served from blocks of ``BLOCK_BYTES``) and for a contiguous dataset in one piece, fetched
+in ranged GETs of about ``GET_BYTES`` straight into the array, so a large payload is in memory once
+(plus one part). On moto each ranged GET of a large object costs the server a copy of the whole
+object, so there one GET is faster (``benchmarks/cases/s3.py``, ``large_read_*``); the parts bound
+the memory a read takes. Nothing lists a folder in the hot path (a miss is one failed GET; the CLI
 lists). File systems whose errors are not ``FileNotFoundError`` (a denied read, a lost connection)
 degrade to computing, with one warning per cause, as a denied write does: ``set`` returns the error.
 
-``local=PATH``: a read-through copy in a node-local ``HDF5Store``. A remote hit is written there
+``local=PATH``: a read-through copy in a node-local ``HDF5Store`` (the same path on every node, each
+node its own folder). A remote hit is written there
 (the bytes as fetched, published with ``os.replace``) and served from there afterwards; entries are
 immutable, so the copy never needs invalidating. A miss is written to the remote root, and to the
 copy. ``file://`` URLs are plain paths (the local store, whose publish is an atomic rename).
@@ -79,6 +84,8 @@ class RemoteStore(Store):
     persistent = True
 
     def __init__(self, root, *, storage_options=None, local=None, compression=None, serializer=None, create=True):
+        import fsspec
+
         from ..serializers import as_policy
 
         self.root = root.rstrip("/")
@@ -86,8 +93,6 @@ class RemoteStore(Store):
         self.compression, self.serializer = compression, serializer
         self.local = None if local is None else os.path.abspath(os.fspath(local))
         self._policy = as_policy(serializer)
-        import fsspec
-
         try:
             self.fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
         except (ImportError, ValueError, TypeError) as e:
@@ -274,9 +279,6 @@ class RemoteStore(Store):
             return f"{type(e).__name__}: {e}"
         return None
 
-    def verify(self, field, token):
-        return self.problem(field, token) is None
-
     def delete(self, field, token):
         try:
             self.fs.rm_file(self.path(field, token))
@@ -335,7 +337,7 @@ def _decode(fileobj, field, token, allow_pickle):
 class _Ranged(io.RawIOBase):
     """A large entry as a read-only file: the bytes of the first GET, then ranged GETs (a read of
     less than ``BLOCK_BYTES``, HDF5's metadata, through a cache of aligned blocks; a larger one, a
-    dataset's payload, with one GET of exactly its bytes)."""
+    dataset's payload, in parts of about ``GET_BYTES`` of exactly its bytes)."""
 
     def __init__(self, fs, path, head):
         self.fs, self.path, self.head, self.pos = fs, path, memoryview(head), 0
