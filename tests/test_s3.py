@@ -245,6 +245,14 @@ def test_eager_misses_then_hits_on_s3_with_one_request_per_access(endpoint, buck
     assert counter.count() == 2
 
 
+def test_a_miss_found_by_contains_costs_one_request(endpoint, bucket, monkeypatch):
+    store = RemoteStore(f"s3://{bucket}/cache", storage_options=options(endpoint))
+    with s3_requests(monkeypatch) as calls:
+        assert not store.contains("image", "abc") and store.get("image", "abc") is MISSING  # as persist asks
+        assert store.get("image", "abc") is MISSING  # a get of its own sends its own GET
+    assert [c[0] for c in calls] == ["get_object", "get_object"]
+
+
 def test_publish_is_create_only_and_an_existing_object_is_another_writers_success(endpoint, bucket):
     store = RemoteStore(f"s3://{bucket}/cache", storage_options=options(endpoint))
     assert store.set("image", "abc", np.zeros(4)) is None

@@ -23,8 +23,9 @@ others are served from blocks of ``BLOCK_BYTES``) and for a contiguous dataset i
 in ranged GETs of about ``GET_BYTES`` straight into the array, so a large payload is in memory once
 (plus one part). On moto each ranged GET of a large object costs the server a copy of the whole
 object, so there one GET is faster (``benchmarks/cases/s3.py``, ``large_read_*``); the parts bound
-the memory a read takes. Nothing lists a folder in the hot path (a miss is one failed GET; the CLI
-lists). File systems whose errors are not ``FileNotFoundError`` (a denied read, a lost connection)
+the memory a read takes. Nothing lists a folder in the hot path: a miss is one failed GET (and
+``contains`` finding nothing spares the ``get`` that follows it, as in ``persist``, a second one); the
+CLI lists. File systems whose errors are not ``FileNotFoundError`` (a denied read, a lost connection)
 degrade to computing, with one warning per cause, as a denied write does: ``set`` returns the error.
 
 ``local=PATH``: a read-through copy in a node-local ``HDF5Store`` (the same path on every node, each
@@ -104,6 +105,7 @@ class RemoteStore(Store):
                                                                 serializer=serializer, create=create)
         self._warned = set()
         self._corrupt = set()  # (field, token) found corrupt here: replaced by an overwriting PUT
+        self._absent = {}  # (field, token) that ``contains`` found missing, answered once by ``get``
         if create:
             try:
                 self._open_root()
@@ -162,6 +164,8 @@ class RemoteStore(Store):
             value = self._copy.get(field, token)
             if value is not MISSING:
                 return value
+        if self._absent.pop((field, token), False):  # ``contains`` just found nothing there
+            return MISSING
         path = self.path(field, token)
         try:
             try:
@@ -195,7 +199,12 @@ class RemoteStore(Store):
             return True
         try:
             self.fs.cat_file(self.path(field, token), start=0, end=1)  # a GET: no LIST on a miss, as a HEAD may do
-        except Exception:  # noqa: BLE001 - missing, or unreadable: not there for this process
+        except FileNotFoundError:
+            if len(self._absent) > 10_000:
+                self._absent.clear()
+            self._absent[field, token] = True  # the next ``get`` of it (computing it: persist) sends no GET
+            return False
+        except Exception:  # noqa: BLE001 - unreadable: not there for this process
             return False
         return True
 
