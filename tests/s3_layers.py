@@ -2,7 +2,6 @@
 and by the subprocesses the tests start)."""
 
 import json
-import os
 import sys
 import time
 

@@ -45,8 +45,6 @@ import os
 import uuid
 import warnings
 
-import numpy as np
-
 from ..exceptions import CacheWarning, StorageCorruption, StoreError
 from . import hdf5
 from .encoding import encode, plain_array
