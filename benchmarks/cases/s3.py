@@ -13,8 +13,8 @@ benchmark (``pipelines.preprocessing``) populated and read back through an ``s3:
   HEAD and a GET (~2x slower on moto: not the floor).
 * connectome_dask only: ``local_copy_read_MBps``, the same pass through ``CacheToDisk(..., local=folder)``
   once the copy holds every entry, and ``local_disk_read_MBps``, the same files read through a plain
-  ``CacheToDisk`` on that folder (the local-disk store), passes of the two alternating (medians of
-  ``2 x 3``, the first of each not timed); ``local_copy_vs_local_disk`` is their ratio.
+  ``CacheToDisk`` on that folder (the local-disk store), passes of the two alternating (the median
+  of 6 passes each, after one untimed pass each); ``local_copy_vs_local_disk`` is their ratio.
 * ``large_read_MBps``: one entry of a 64 MiB array; connectome_dask reads it in ranges (above
   ``GET_BYTES``); ``large_read_one_get_MBps`` reads it with one GET instead; raw: one GET + h5py.
 Megabytes are the arrays' bytes (image + mask). The machine's 2 cores run the workers, the server and the
