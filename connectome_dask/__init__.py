@@ -9,6 +9,7 @@ of the code, parameters and entry key, so a cache always matches the code.
 """
 
 from . import exceptions
+from .cache.memory import ram_usage
 from .decorators import Function, Output, files, impure, inverse, meta, optional, positional
 from .layers.apply import Apply
 from .layers.base import CallableLayer, Layer
@@ -31,5 +32,5 @@ __all__ = [
     "Apply", "Layer", "CallableLayer", "exceptions",
     "CacheLayer", "CacheToRam", "CacheToDisk", "CacheColumns",
     "Filter", "CheckIds", "Merge", "Join", "JoinMode", "GroupBy", "Split", "HashDigest",
-    "External", "ExternalBase",
+    "External", "ExternalBase", "ram_usage",
 ]

@@ -25,6 +25,8 @@ per entry, only the nodes between the leaves and the requested node are combined
 layer names, docstrings and layout never enter a token.
 """
 
+from .cache.cached import cached_call
+from .cache.store import local
 from .exceptions import DependencyError
 from .hashing import combine, fingerprint, tokenize
 
@@ -166,7 +168,11 @@ class Item(Node):
 
 
 class Cached(Node):
-    """``inner`` looked up in ``binding.store()`` under ``(name, token)``; computed and stored on a miss.
+    """``inner`` looked up in ``store`` under ``(name, token)``; computed and stored on a miss
+    (:func:`~connectome_dask.cache.cached.cached_call`). Every cache layer makes these nodes,
+    whatever its store (RAM, HDF5, shards, a third party's ``Store``). Pickled, the node carries
+    the store's configuration; unpickled, it uses this process's instance of that store
+    (:func:`~connectome_dask.cache.store.local`). The store's token salts the task key.
 
     A cache hit must cost little more than the store lookup, and the Merkle token of a chain takes
     one hash per node. When the token depends on the entry key alone (every leaf upstream is an
@@ -174,13 +180,13 @@ class Cached(Node):
     ``@files`` leaves too, per key and their tokens (their files are stamped on every call).
     """
 
-    __slots__ = ("inner", "binding", "_tokens", "_stamped")
+    __slots__ = ("inner", "store", "salt", "_tokens", "_stamped")
     transparent = True
     MEMO = 1 << 16  # tokens remembered per node (cleared when full)
 
-    def __init__(self, name, inner, binding):
+    def __init__(self, name, inner, store):
         super().__init__(name, (inner,))
-        self.inner, self.binding = inner, binding
+        self.inner, self.store, self.salt = inner, store, store.token
         self._tokens = None  # unknown yet; False: not memoizable; else {entry: (stamp tokens, token)}
         self._stamped = ()
 
@@ -188,7 +194,7 @@ class Cached(Node):
         return (self.inner,)
 
     def compute(self, ev):
-        return self.binding.load_or_compute(self.name, self._token(ev), lambda: ev.value(self.inner))
+        return cached_call(self.store, self.name, self._token(ev), lambda: ev.value(self.inner))
 
     def _token(self, ev):
         tokens = self._tokens
@@ -217,17 +223,17 @@ class Cached(Node):
 
     def is_stored(self, ev):
         """Whether the store already holds this node's value for the entry of ``ev``."""
-        return self.binding.contains(self.name, ev.token(self))
-
-    @property
-    def salt(self):
-        return self.binding.token
+        return self.store.contains(self.name, ev.token(self))
 
     def __reduce__(self):
-        return Cached, (self.name, self.inner, self.binding)  # not the memo
+        return _cached, (self.name, self.inner, self.store)  # not the memo
 
     def __repr__(self):
-        return f"Cached({self.name!r}, {self.binding!r})"
+        return f"Cached({self.name!r}, {self.store!r})"
+
+
+def _cached(name, inner, store):
+    return Cached(name, inner, local(store))
 
 
 class Missing(Node):

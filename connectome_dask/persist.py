@@ -154,8 +154,8 @@ def cached_nodes(pipeline, fields=None):
 def _store_token(node):
     """The token of the stores a target fills (a routing node's: those of its datasets)."""
     if isinstance(node, Cached):
-        return node.binding.token
-    return combine(*sorted({n.binding.token for n in walk(node.routed(), inner=True) if isinstance(n, Cached)}))
+        return node.salt
+    return combine(*sorted({n.salt for n in walk(node.routed(), inner=True) if isinstance(n, Cached)}))
 
 
 def _inputs(node):
@@ -244,9 +244,9 @@ def batches_of(ids, targets, slots):
     >>> [len(b) for b in batches_of(list(range(64)), [], slots=2)]
     [8, 7, 7, 6, 5, 4, 4, 3, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1]
     """
-    sharded = [n for n in targets if hasattr(getattr(n, "binding", None), "shards")]
+    sharded = [n.inner for n in targets if isinstance(n, Cached) and hasattr(n.inner, "shards")]
     if sharded:
-        index, _ = sharded[0].binding.shards()
+        index = sharded[0].shards()
         groups = {}
         for key in ids:
             groups.setdefault(index.get(key), []).append(key)

@@ -1,17 +1,22 @@
 """CacheToRam, CacheToDisk and CacheColumns as a connectome user sees them (spec §7)."""
 
+import gc
 import os
 import subprocess
 import sys
 import textwrap
 
 import cloudpickle
+import dask
 import numpy as np
 import pytest
 
 import connectome_dask as connectome
 from connectome_dask import CacheColumns, CacheToDisk, CacheToRam, Source, Transform, impure, meta
-from connectome_dask.exceptions import DependencyError, SerializationError
+from connectome_dask import ram_usage
+from connectome_dask.cache.memory import MemoryStore
+from connectome_dask.cache.store import DictStore
+from connectome_dask.exceptions import DependencyError, InvalidArgument, SerializationError
 
 
 def counted_source(counter, factor=1):
@@ -131,6 +136,103 @@ def test_pickled_cache_nodes_do_not_carry_remembered_tokens(counter):
     assert len(cloudpickle.dumps(task)) < small + 200
 
 
+def array_source(counter, tag="Arrays"):
+    """Entries of 8,000 bytes each."""
+
+    class Arrays(Source):
+        @meta
+        def ids():
+            return list(range(10))
+
+        def volume(i):
+            counter(tag)
+            return np.full(1000, i, np.float64)
+
+    return Arrays()
+
+
+def test_ram_stores_are_freed_with_the_last_pipeline_that_uses_them(counter):
+    gc.collect()
+    before = ram_usage()
+    cache = CacheToRam()
+    ds = array_source(counter) >> cache
+    volume = ds.volume  # a compiled field: it holds the store too
+    for key in range(5):
+        ds.volume(key)
+    held = ram_usage()
+    assert held["stores"] == before["stores"] + 1 and held["bytes"] == before["bytes"] + 5 * 8000
+    del ds
+    gc.collect()
+    assert ram_usage()["bytes"] == held["bytes"]  # still used by `volume`
+    assert volume(1)[0] == 1 and counter.count("Arrays") == 5
+    del volume
+    gc.collect()
+    assert ram_usage() == before
+    assert list(cache._stores) == []
+
+
+def test_every_cache_to_ram_of_a_process_shares_one_budget(counter):
+    with dask.config.set({"connectome_dask.ram-budget": 8 * 8000 + 4000}):  # room for 8 entries of 8000 bytes
+        first = array_source(counter, "First") >> CacheToRam()
+        second = array_source(counter, "Second") >> CacheToRam()
+        for key in range(6):
+            first.volume(key)
+        first.volume(0)  # 1 is now the least recently used entry
+        for key in range(3):  # 9 entries: the oldest of all goes, from the other layer
+            second.volume(key)
+        counter.reset()
+        for key in (0, 2, 3, 4, 5):
+            first.volume(key)
+        for key in range(3):
+            second.volume(key)
+        assert counter.count() == 0
+        first.volume(1)
+        assert counter.count("First") == 1
+
+
+def test_cache_layers_accept_a_store(counter):
+    mapping = {}
+    ds = counted_source(counter) >> CacheToDisk(DictStore(mapping), ["value"])
+    assert ds.value(2) == ds.value(2) == 2 and counter.count("value") == 1
+    (field, token), = mapping
+    assert field == "value" and len(token) == 32 and mapping[field, token] == 2
+    shared = MemoryStore(size=1)
+    one, other = counted_source(counter) >> CacheToRam(store=shared), counted_source(counter) >> CacheToRam(store=shared)
+    one.value(4)
+    assert other.value(4) == 4 and counter.count("value") == 2  # one store, used by both chains
+    with pytest.raises(InvalidArgument, match="CacheToDisk: serializer and compression"):
+        CacheToDisk(DictStore(), ["value"], compression="gzip")
+    with pytest.raises(InvalidArgument, match="ram-budget"):
+        CacheToRam(max_bytes=2**20)
+    with pytest.raises(InvalidArgument, match="store must be"):
+        CacheToRam(store={})
+
+
+def _plugin_registered(dask_worker):
+    return "connectome_dask.ram" in dask_worker.plugins
+
+
+def test_the_ram_of_each_worker_is_held_there_and_visible(counter):
+    from distributed import Client, LocalCluster
+
+    ds = array_source(counter) >> CacheToRam()
+    here = ram_usage()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=40) as cluster, Client(cluster) as client:
+        usage = connectome.ram_usage(client)  # registers the worker plugin
+        workers = client.scheduler_info()["workers"]
+        assert set(usage) == set(workers) and all(u["bytes"] == 0 for u in usage.values())
+        assert all(client.run(_plugin_registered).values())
+        assert all(usage[w]["budget"] == info["memory_limit"] // 4 for w, info in workers.items())
+        first, second = sorted(workers)
+        for _ in range(2):  # the second time: hits in that worker's RAM, across tasks and graphs
+            values = client.gather(client.compute([ds.volume.delayed(k) for k in range(6)], workers=[first]))
+            assert [v[0] for v in values] == list(range(6)) and counter.count("Arrays") == 6
+        held = connectome.ram_usage(client)
+        assert (held[first]["bytes"], held[first]["entries"], held[second]["bytes"]) == (6 * 8000, 6, 0)
+    assert (ram_usage()["bytes"], ram_usage()["entries"]) == (here["bytes"], here["entries"])  # nothing here
+
+
 # --- CacheToDisk ----------------------------------------------------------------------------------
 
 def test_disk_roundtrip_types_and_persistence(counter, cache_root):
@@ -243,6 +345,18 @@ def test_columns_compute_whole_shards_and_persist(counter, tmp_path):
     assert [again.value(k) for k in (3, 4)] == [3, 4] and counter.count("value") == 2
     with pytest.raises(ValueError):
         ds.value(99)
+
+
+def test_columns_ids_of_one_shard_share_its_task(counter, tmp_path):
+    ds = counted_source(counter) >> CacheColumns.simple("value", root=tmp_path / "columns", shard_size=2)
+    three, four, five = (ds.value.delayed(k) for k in (3, 4, 5))
+    assert three.key != four.key and three.key.startswith("value-")
+    assert three.key != (counted_source(counter)).value.delayed(3).key  # salted like a cached field
+    assert dask.compute(three, four, five, scheduler="sync") == (3, 4, 5)
+    assert counter.count("value") == 3  # the shard (3, 4) once, the shard (5,) once
+    from connectome_dask.persist import batches_of, cached_nodes
+
+    assert batches_of([1, 2, 3, 4, 5], cached_nodes(ds)[1], slots=2) == [[1, 2], [3, 4], [5]]
 
 
 def test_columns_errors(tmp_path):

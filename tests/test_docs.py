@@ -21,15 +21,24 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(connectome_dask.__path__,
                  if not m.name.endswith("__main__"))
 
 
-def blocks(page, language):
+def numbered_blocks(page, language):
+    """``(line, code)`` of each ``language`` block of ``page``, ``line`` being that of its opening fence."""
     with open(os.path.join(ROOT, page)) as f:
-        return re.findall(rf"^```{language}\n(.*?)^```", f.read(), re.S | re.M)
+        text = f.read()
+    return [(text.count("\n", 0, m.start()) + 1, m.group(1))
+            for m in re.finditer(rf"^```{language}\n(.*?)^```", text, re.S | re.M)]
 
 
-def run(args, cwd):
-    env = dict(os.environ, CONNECTOME_DASK_WORKERS="2", PYTHONPATH=os.pathsep.join(
+def blocks(page, language):
+    return [code for _, code in numbered_blocks(page, language)]
+
+
+def run(args, cwd, timeout=600):
+    """Run ``args`` in the folder ``cwd``, which also holds its temporary files (``tempfile.mkdtemp()`` cache
+    roots), so that pytest removes them."""
+    env = dict(os.environ, CONNECTOME_DASK_WORKERS="2", TMPDIR=str(cwd), PYTHONPATH=os.pathsep.join(
         p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
-    out = subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=600, env=env)
+    out = subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
     assert out.returncode == 0, f"{args}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
     return out.stdout
 
@@ -69,16 +78,21 @@ def test_python_blocks_and_cache_commands_run_in_order(page, tmp_path):
         run([sys.executable, *shlex.split(command)[1:]], tmp_path)
 
 
-# pages whose python blocks each run alone, as a script pasted into a file (docs/api.md and docs/clusters.md are
-# tutorials whose blocks build on the previous ones: they run in order, above)
-ALONE = ["README.md", "docs/cache-layout.md"]
+def alone(page, line, code):
+    """The test case of one block, named ``page:line``; a block that starts a distributed cluster is marked
+    ``cluster``."""
+    statements = "\n".join(row.split("#")[0] for row in code.splitlines())
+    starts_cluster = ".persist(" in statements or "LocalCluster(" in statements
+    return pytest.param(code, id=f"{page}:{line}", marks=[pytest.mark.cluster] if starts_cluster else [])
 
 
-@pytest.mark.parametrize("page, index", [(page, i) for page in ALONE for i in range(len(blocks(page, "python")))])
-def test_each_python_block_runs_alone_as_a_script(page, index, tmp_path):
+@pytest.mark.parametrize("code", [alone(page, *block) for page in PAGES for block in numbered_blocks(page, "python")])
+def test_each_python_block_runs_alone_as_a_script(code, tmp_path):
+    """Each block, as a new user pastes it into a file in an empty folder and runs it: its own interpreter,
+    the script as ``__main__`` (so worker processes that import it again see the main guard)."""
     script = tmp_path / "snippet.py"
-    script.write_text(blocks(page, "python")[index])
-    run([sys.executable, str(script)], tmp_path)
+    script.write_text(code)
+    run([sys.executable, str(script)], tmp_path, timeout=180)
 
 
 def test_readme_example_is_a_script_that_persists_once(tmp_path):

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from connectome_dask import CacheToDisk
+from connectome_dask import CacheToDisk, ram_usage
 from connectome_dask.exceptions import PersistError
 from persist_layers import Churn, Scans, mapped_arrays, pipeline, ram_pipeline
 
@@ -70,12 +70,7 @@ def test_ram_caches_of_the_workers_are_filled(client, counter, cache_root):
     ds = ram_pipeline(counter.path, cache_root)
     ds.persist(client, progress=False)
 
-    def held():
-        from connectome_dask.layers.cache import _STORES
-
-        return sum(len(store) for store in _STORES.values())
-
-    assert sum(client.run(held).values()) >= 8
+    assert sum(usage["entries"] for usage in ram_usage(client).values()) >= 8
 
 
 def test_progress_bar_is_drawn(client, counter, cache_root, capsys):

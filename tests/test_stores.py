@@ -1,12 +1,12 @@
-"""One conformance suite every store passes, plus the HDF5 store's encoding and reliability."""
+"""The conformance suite (``connectome_dask.testing``) on every store, the RAM budget, and the HDF5
+store's encoding and reliability."""
 
 import collections
 import concurrent.futures
 import datetime
-import decimal
+import gc
 import multiprocessing
 import os
-import pathlib
 import pickle
 import random
 import shutil
@@ -16,124 +16,94 @@ import sys
 import threading
 import time
 import typing
-import uuid
 import warnings
 import zoneinfo
 
 import cloudpickle
+import dask
 import h5py
 import numpy as np
 import pytest
 
 from connectome_dask.cache.hdf5 import HDF5Store
-from connectome_dask.cache.memory import MemoryStore
-from connectome_dask.cache.store import MISSING, DictStore, as_store
+from connectome_dask.cache.memory import Budget, MemoryStore
+from connectome_dask.cache.store import MISSING, DictStore, as_store, local
+from connectome_dask.layers.columns import ShardStore
+from connectome_dask.testing import TOKENS, VALUES, StoreTests, same
 from connectome_dask.exceptions import CacheWarning, SerializationError
 from connectome_dask.serializers import ChainSerializer, JsonSerializer, NumpySerializer, PickleSerializer
 
-TOKENS = [f"{i:032x}" for i in range(64)]
 
-ZOO = [
-    None, True, False, 0, -7, 2**100, -(2**70), 1.5, float("inf"), 2j, "", "héllo\x00world", b"", b"\x00\xff",
-    (), [], {}, (1, [2, {3: (4, "x")}]), {2: "int key", "b": 2, None: 3, (1, "x"): 4, 2.5: 5, False: 6},
-    np.arange(12, dtype=np.int16).reshape(3, 4), np.zeros((2, 0), np.float32), np.array(["ab", "c"]),
-    np.array([b"x", b"yz"]), np.array([True, False]), np.float32(1.5), np.int8(-3), np.bool_(True), np.array(4.0),
-    np.array(["2020-01-01"], dtype="datetime64[D]"), np.arange(10)[::3], np.array([1, 2], ">i4"),
-    {"image": np.ones((2, 2), np.float64), "meta": ("spacing", [1.0, 1.0])},
-    datetime.date(2020, 1, 2), datetime.datetime(2020, 1, 2, 3, 4, 5, 6),
-    datetime.datetime(2020, 1, 2, 3, 4, tzinfo=datetime.timezone(datetime.timedelta(hours=-5, minutes=-30))),
-    datetime.time(23, 59, 59, 999999), datetime.time(8, tzinfo=datetime.timezone.utc),
-    datetime.timedelta(days=-3, seconds=5, microseconds=1), datetime.timedelta.max, decimal.Decimal("-1.10E-3"),
-    decimal.Decimal("NaN"), pathlib.PurePosixPath("/data/ct"), pathlib.PureWindowsPath(r"C:\data\ct"),
-    pathlib.Path("rel/ative"), uuid.UUID("12345678-1234-5678-1234-567812345678"),
-    np.datetime64("2020-01-01T01:02:03.5"), np.datetime64("NaT", "s"), np.timedelta64(-5, "ms"),
-    np.array([1, 2], ">m8[s]"), np.array([["2020-01", "NaT"]], "datetime64[M]"),
-    {datetime.date(2020, 1, 1): [decimal.Decimal(1), uuid.UUID(int=1)]},
-]
-
-
-def same(a, b):
-    """Equality that also compares types and dtypes, recursively."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, (np.ndarray, np.generic)) and a.dtype.kind in "Mm":  # NaT != NaT: compare the counts
-        return a.dtype == b.dtype and np.shape(a) == np.shape(b) and np.asarray(a).tobytes() == np.asarray(b).tobytes()
-    if isinstance(a, np.ndarray):
-        return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
-    if isinstance(a, np.generic):
-        return a.dtype == b.dtype and a == b
-    if isinstance(a, (tuple, list)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        return list(map(type, a)) == list(map(type, b)) and list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    return a == b or (a != a and b != b)
-
-
-class StoreTests:
-    def make_store(self, tmp_path):
-        raise NotImplementedError
-
-    def test_miss(self, tmp_path):
-        store = self.make_store(tmp_path)
-        assert store.get("f", TOKENS[0]) is MISSING and not store.contains("f", TOKENS[0])
-
-    def test_round_trip_of_the_value_zoo(self, tmp_path):
-        store = self.make_store(tmp_path)
-        for token, value in zip(TOKENS, ZOO):
-            store.set("f", token, value)
-            assert store.contains("f", token)
-            assert same(store.get("f", token), value), value
-
-    def test_fields_are_separate_and_overwrite_is_idempotent(self, tmp_path):
-        store = self.make_store(tmp_path)
-        store.set("a", TOKENS[1], 1)
-        store.set("a", TOKENS[1], 1)
-        assert store.get("a", TOKENS[1]) == 1 and store.get("b", TOKENS[1]) is MISSING
-
-    def test_pickles_as_configuration(self, tmp_path):
-        store = self.make_store(tmp_path)
-        store.set("a", TOKENS[2], [1, 2])
-        clone = pickle.loads(pickle.dumps(store))
-        clone.set("a", TOKENS[3], "x")
-        assert clone.get("a", TOKENS[3]) == "x"
-
-    def test_threads_hammering_overlapping_tokens(self, tmp_path):
-        store = self.make_store(tmp_path)
-
-        def work(seed):
-            rng = random.Random(seed)
-            for _ in range(40):
-                token = rng.choice(TOKENS[:8])
-                store.set("t", token, np.full(100, int(token, 16)))
-                value = store.get("t", token)
-                assert value is MISSING or (value == int(token, 16)).all()
-
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            list(pool.map(work, range(8)))
+def _truncate(path):
+    os.truncate(path, os.path.getsize(path) // 2)
+    return True
 
 
 class TestMemoryStore(StoreTests):
     def make_store(self, tmp_path):
         return MemoryStore()
 
-    def test_lru_per_field_and_bytes_bound(self):
+    def test_lru_per_field_and_the_budget(self):
         store = MemoryStore(size=2)
         for token in ("a", "b", "a", "b", "c"):
             if store.get("f", token) is MISSING:
                 store.set("f", token, token)
         assert [store.contains("f", t) for t in "abc"] == [False, True, True]
-        small = MemoryStore(max_bytes=1000)
+        budget = Budget(1000)
+        small = MemoryStore(budget=budget)
         small.set("f", "x", np.zeros(100))  # 800 bytes
         small.set("g", "y", np.zeros(100))  # evicts x
-        assert not small.contains("f", "x") and small.contains("g", "y") and small.nbytes <= 1000
-        big = np.zeros(1000)
-        small.set("f", "z", big)  # larger than the bound: not kept
-        assert not small.contains("f", "z")
+        assert not small.contains("f", "x") and small.contains("g", "y") and small.nbytes == budget.nbytes == 800
+        small.set("f", "z", np.zeros(1000))  # larger than the budget: not kept
+        assert not small.contains("f", "z") and small.contains("g", "y")
+
+    def test_stores_of_one_budget_evict_each_others_least_recently_used(self):
+        budget = Budget(2000)
+        first, second = MemoryStore(budget=budget), MemoryStore(budget=budget)
+        first.set("f", "a", np.zeros(100))
+        first.set("f", "b", np.zeros(100))
+        first.get("f", "a")  # b is now the least recently used
+        second.set("f", "a", np.zeros(100))  # 2400 bytes > 2000: b goes
+        assert first.contains("f", "a") and not first.contains("f", "b") and second.contains("f", "a")
+        assert budget.usage() == {"bytes": 1600, "entries": 2, "stores": 2, "budget": 2000}
+        del second
+        gc.collect()
+        assert budget.usage()["bytes"] == 800 and budget.usage()["stores"] == 1  # freed with the store
+
+    def test_evicting_the_last_reference_to_another_store_frees_it(self):
+        budget = Budget(10_000)
+        outer, inner = MemoryStore(budget=budget), MemoryStore(budget=budget)
+        inner.set("f", "x", np.zeros(10))
+        outer.set("f", "a", [inner, np.zeros(1000)])  # a value holding a store (a pipeline, say)
+        del inner
+        evict = threading.Thread(target=outer.set, args=("f", "b", np.zeros(1200)))  # evicts "a": frees inner
+        evict.start()
+        evict.join(10)
+        assert not evict.is_alive(), "the store's finalizer waited for the lock held by the eviction"
+        assert budget.usage() == {"bytes": 9600, "entries": 1, "stores": 1, "budget": 10_000}
 
     def test_hit_returns_the_stored_object(self):
         store, value = MemoryStore(), [1]
         store.set("f", "x", value)
         assert store.get("f", "x") is value
+
+    def test_the_budget_follows_the_dask_config(self):
+        budget = Budget()
+        with dask.config.set({"connectome_dask.ram-budget": "1 KiB"}):
+            assert budget.max_bytes == 1024
+            store = MemoryStore(budget=budget)
+            store.set("f", "a", np.zeros(100))
+            store.set("f", "b", np.zeros(100))
+            assert len(store) == 1
+        assert budget.memory == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # not on a worker
+        with dask.config.set({"connectome_dask.ram-budget": "50%"}):
+            assert budget.max_bytes == budget.memory // 2
+        with dask.config.set({"connectome_dask.ram-budget": 0.1}):
+            assert budget.max_bytes == int(0.1 * budget.memory)
+        with dask.config.set({"connectome_dask.ram-budget": "lots"}):
+            with pytest.raises(ValueError, match="connectome_dask.ram-budget.*'lots'.*4 GiB"):
+                budget.max_bytes
+        assert Budget().max_bytes == budget.memory // 4  # the default: a quarter of the memory
 
 
 class TestDictStore(StoreTests):
@@ -141,9 +111,26 @@ class TestDictStore(StoreTests):
         return as_store({})
 
 
+def _read_only(*args, **kwargs):
+    raise OSError(30, "Read-only file system")  # tests run as root, where chmod would not stop writes
+
+
 class TestHDF5Store(StoreTests):
     def make_store(self, tmp_path):
         return HDF5Store(tmp_path / "root")
+
+    def corrupt(self, store, field, token):
+        return _truncate(store.path(field, token))
+
+    def break_writes(self, store, monkeypatch):
+        monkeypatch.setattr(os, "replace", _read_only)
+        return True
+
+
+    def test_arrays_keep_their_byte_order(self, store):  # pickle makes them native; HDF5 keeps them
+        for token, value in zip(TOKENS, (np.array([1, 2], ">i4"), np.array([1, 2], ">m8[s]"), np.array([1.5], ">f8"))):
+            store.set("f", token, value)
+            assert same(store.get("f", token), value)
 
 
 class TestHDF5Gzip(TestHDF5Store):
@@ -165,6 +152,45 @@ class TestHDF5Pickle(TestHDF5Store):
         store.set("f", TOKENS[0], {"s": {1, 2}, "o": np.array([1, "a"], dtype=object)})
         value = store.get("f", TOKENS[0])
         assert value["s"] == {1, 2} and value["o"].tolist() == [1, "a"]
+
+
+class TestShardStore(StoreTests):
+    """CacheColumns' store: shards (tuples of the values of consecutive ids) in an HDF5 root."""
+
+    def make_store(self, tmp_path):
+        return ShardStore(HDF5Store(tmp_path / "root", serializer=NumpySerializer()))
+
+    def values(self):
+        return [(value,) for value in VALUES if isinstance(value, np.ndarray)] + [(np.arange(3), np.ones(2))]
+
+    def corrupt(self, store, field, token):
+        return _truncate(store.store.path(field, token))
+
+    def break_writes(self, store, monkeypatch):
+        monkeypatch.setattr(os, "replace", _read_only)
+        return True
+
+    def test_the_serializer_judges_each_value_of_a_shard(self, tmp_path):
+        store = self.make_store(tmp_path)
+        with pytest.raises(SerializationError):
+            store.set("f", TOKENS[0], (np.arange(3), "not an array"))
+        assert store.get("f", TOKENS[0]) is MISSING
+
+    def test_shards_read_once_are_served_from_ram(self, tmp_path):
+        store = self.make_store(tmp_path)
+        store.set("f", TOKENS[0], (np.arange(3),))
+        reader = pickle.loads(pickle.dumps(store))
+        first = reader.get("f", TOKENS[0])
+        os.unlink(store.store.path("f", TOKENS[0]))
+        assert reader.get("f", TOKENS[0]) is first
+
+
+def test_stores_of_one_token_are_one_store_per_process(tmp_path):
+    a, b = HDF5Store(tmp_path / "a"), HDF5Store(tmp_path / "a")
+    assert a.token == b.token != HDF5Store(tmp_path / "b").token
+    assert local(a) is a and local(b) is a  # the first one registered is this process's
+    ram = MemoryStore()
+    assert local(ram) is ram and local(pickle.loads(pickle.dumps(ram))) is ram  # an unpickled copy resolves to it
 
 
 # --- the HDF5 store specifically ---------------------------------------------------------------
@@ -460,3 +486,50 @@ def test_cli_list_verify_delete(tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.txt").write_text("x")
     assert cli(tmp_path / "other", "list").returncode == 2
+
+
+class LyingStore(DictStore):
+    """Claims that its entries outlive the process."""
+
+    persistent = True
+
+
+class NoneForMissing(DictStore):
+    def get(self, field, token):
+        return self.mapping.get((field, token))
+
+
+def test_the_suite_catches_stores_that_break_the_contract():
+    suite = StoreTests()
+    with pytest.raises(AssertionError, match="persistent = True"):
+        suite.test_the_persistent_flag_is_honest(LyingStore())
+    with pytest.raises(AssertionError):
+        suite.test_get_of_a_missing_entry_is_missing(NoneForMissing())
+
+
+def _docs_store():
+    """The ``SqliteStore`` of docs/api.md, "Writing a store" (its first block, run as written)."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "api.md")) as f:
+        section = f.read().split("## Writing a store")[1]
+    namespace = {"__name__": "docs_store"}
+    exec(section.split("```python\n")[1].split("```")[0], namespace)
+    return namespace["SqliteStore"]
+
+
+class TestTheStoreOfTheDocs(StoreTests):
+    def make_store(self, tmp_path):
+        return _docs_store()(tmp_path / "cache.db")
+
+    def corrupt(self, store, field, token):
+        import sqlite3
+
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE entries SET value = ? WHERE field = ? AND token = ?", (b"junk", field, token))
+        return True
+
+
+def test_importing_the_package_imports_neither_distributed_nor_pytest():
+    code = ("import sys, connectome_dask, connectome_dask.cache.memory, connectome_dask.layers.columns; "
+            "print(sorted(m for m in ('distributed', 'pytest', 's3fs', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

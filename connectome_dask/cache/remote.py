@@ -36,12 +36,19 @@ copy. ``file://`` URLs are plain paths (the local store, whose publish is an ato
 
 The store pickles as its URL and options (``storage_options`` included: prefer credentials from the
 environment on shared clusters); each process makes its own file system object (fsspec caches them).
+Its ``token`` (which salts task keys) and its repr and messages name the root and options without
+their secrets: the values of options named like one (``secret``, ``token``, ``password``,
+``account_key``, ...; at any depth, e.g. in ``client_kwargs``) and a password in the URL are left
+out, so two stores that differ only there are one store in a process (``store.local``). An access
+key id (``key``) is kept: stores of two users of one bucket stay apart. Entries of a ``memory://``
+root live in this process only, so such a store is not ``persistent``.
 """
 
 import io
 import inspect
 import json
 import os
+import re
 import uuid
 import warnings
 
@@ -49,7 +56,7 @@ from ..exceptions import CacheWarning, StorageCorruption, StoreError
 from . import hdf5
 from .encoding import encode, plain_array
 from .root import FORMAT, MARKER, ForeignRoot, _name_problem, check_field_name, marker_version
-from .store import MISSING, Store
+from .store import MISSING, Store, config_token
 
 __all__ = ["RemoteStore", "open_root", "is_url", "GET_BYTES", "BLOCK_BYTES"]
 
@@ -80,14 +87,13 @@ class RemoteStore(Store):
     ``storage_options`` go to fsspec (``key``, ``secret``, ``endpoint_url``, ...); ``local``: a
     node-local folder for the read-through copy; ``compression``, ``serializer``: as ``HDF5Store``."""
 
-    persistent = True
-
     def __init__(self, root, *, storage_options=None, local=None, compression=None, serializer=None, create=True):
         import fsspec
 
         from ..serializers import as_policy
 
         self.root = root.rstrip("/")
+        self.shown = _redacted(self.root)  # the root in messages and the repr
         self.storage_options = dict(storage_options or {})
         self.compression, self.serializer = compression, serializer
         self.local = None if local is None else os.path.abspath(os.fspath(local))
@@ -96,8 +102,9 @@ class RemoteStore(Store):
             self.fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
         except (ImportError, ValueError, TypeError) as e:
             extra = " (pip install 'connectome_dask[s3]')" if isinstance(e, ImportError) and "s3" in str(e) else ""
-            raise StoreError(f"cannot open the cache root {self.root}: {type(e).__name__}: {e}{extra}") from e
+            raise StoreError(f"cannot open the cache root {self.shown}: {type(e).__name__}: {e}{extra}") from e
         self._path = path.rstrip("/")
+        self.persistent = "memory" not in _protocols(self.fs)  # memory:// lives in this process only
         self._create_only = "mode" in inspect.signature(self.fs.pipe_file).parameters
         self._copy = None if local is None else hdf5.HDF5Store(self.local, compression=compression,
                                                                 serializer=serializer, create=create)
@@ -110,14 +117,20 @@ class RemoteStore(Store):
             except StoreError:
                 raise
             except Exception as e:  # noqa: BLE001 - a denied or unreachable bucket: compute without storing
-                self._warn(_cause("write", e), f"cannot use the cache root {self.root} ({type(e).__name__}: {e}); "
+                self._warn(_cause("write", e), f"cannot use the cache root {self.shown} ({type(e).__name__}: {e}); "
                                                "values are computed but not stored", stacklevel=3)
 
     def __reduce__(self):
         return _store, (self.root, self.storage_options, self.local, self.compression, self.serializer)
 
     def __repr__(self):
-        return f"RemoteStore({self.root!r})"
+        return f"RemoteStore({self.shown!r})"
+
+    @property
+    def token(self):
+        """The root and options, without their secrets (module docstring)."""
+        config = (self.shown, _public(self.storage_options), self.local, self.compression, self.serializer)
+        return config_token(RemoteStore, config)
 
     def path(self, field, token):
         """The entry's path on the file system (without the protocol)."""
@@ -137,14 +150,14 @@ class RemoteStore(Store):
         except FileNotFoundError:
             text = None
         if text is not None:
-            if marker_version(self.root, self.url(marker), text) == FORMAT["version"] or not create:
+            if marker_version(self.shown, self.url(marker), text) == FORMAT["version"] or not create:
                 return
         elif not create:
-            raise ForeignRoot(f"{self.root}: no cache root there (no {MARKER}; a root given to CacheToDisk has one)")
+            raise ForeignRoot(f"{self.shown}: no cache root there (no {MARKER}; a root given to CacheToDisk has one)")
         else:
             others = [p for p in self._objects() if _entry_of(p[len(self._path) + 1:]) is None]
             if others:
-                raise ForeignRoot(f"{self.root} is not empty and is not a connectome_dask cache (found "
+                raise ForeignRoot(f"{self.shown} is not empty and is not a connectome_dask cache (found "
                                   f"{[self.url(p) for p in others[:5]]}); choose an empty or new prefix as the root")
         self._put(marker, json.dumps(FORMAT).encode(), create=text is None)
 
@@ -175,7 +188,7 @@ class RemoteStore(Store):
         except FileNotFoundError:
             return MISSING
         except Exception as e:  # noqa: BLE001 - a denied or failed read is a miss, never a crash
-            self._warn(_cause("read", e), f"cannot read from the cache root {self.root} ({type(e).__name__}: {e}); "
+            self._warn(_cause("read", e), f"cannot read from the cache root {self.shown} ({type(e).__name__}: {e}); "
                                           "values are computed")
             return MISSING
         try:
@@ -215,7 +228,7 @@ class RemoteStore(Store):
         try:
             self._put(self.path(field, token), image, create=(field, token) not in self._corrupt)
         except Exception as e:  # noqa: BLE001 - a denied bucket, a lost connection: compute without storing
-            self._warn(_cause("write", e), f"cannot write to the cache root {self.root} ({type(e).__name__}: {e}); "
+            self._warn(_cause("write", e), f"cannot write to the cache root {self.shown} ({type(e).__name__}: {e}); "
                                            "values are computed but not stored")
             return e
         self._corrupt.discard((field, token))
@@ -253,7 +266,7 @@ class RemoteStore(Store):
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         except Exception as e:  # noqa: BLE001 - the copy only saves reads: serve from the root without it
-            self._warn(_cause("copy", e), f"cannot keep a local copy of {self.root} in {copy.root} "
+            self._warn(_cause("copy", e), f"cannot keep a local copy of {self.shown} in {copy.root} "
                                           f"({type(e).__name__}: {e}); entries are read from the root")
 
     def _warn(self, cause, message, stacklevel=4):
@@ -291,6 +304,26 @@ class RemoteStore(Store):
             self.fs.rm_file(self.path(field, token))
         except FileNotFoundError:
             pass
+
+
+_SECRET = re.compile(r"secret|token|passw|credential|account_key|connection_string|auth", re.I)
+
+
+def _public(options):
+    """``options`` with the values of secret-named options (at any depth) replaced by a mark."""
+    if isinstance(options, dict):
+        return {k: "<secret>" if isinstance(k, str) and _SECRET.search(k) else _public(v) for k, v in options.items()}
+    return options
+
+
+def _redacted(url):
+    """``url`` without the password of its user part (``ftp://user:pw@host/...`` -> ``ftp://user:***@host/...``)."""
+    return re.sub(r"^([\w+.-]+://[^/@:]*):[^/@]*@", r"\1:***@", url)
+
+
+def _protocols(fs):
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
 def _entry_of(relative):

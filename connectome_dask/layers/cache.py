@@ -1,96 +1,36 @@
-"""Cache layers: ``CacheToRam``, ``CacheToDisk`` and ``CacheColumns``.
+"""Cache layers: ``CacheToRam``, ``CacheToDisk`` and ``CacheColumns`` (``columns``).
 
 A cache layer replaces each cached field's node by a ``Cached`` node around it: same token
-(caches are transparent to hashing), but evaluation first asks a store for ``(field, token)``.
-The store is reached through a *binding*, the small picklable object that travels inside dask
-tasks:
+(caches are transparent to hashing), but evaluation first asks the layer's store for
+``(field, token)`` (:func:`~connectome_dask.cache.cached.cached_call`). The node holds the store
+itself; a store pickles as its configuration and a node unpickled on a dask worker resolves it to
+that worker process's instance (:func:`~connectome_dask.cache.store.local`):
 
-* :class:`RamBinding` names a per-process :class:`~connectome_dask.cache.memory.MemoryStore`
-  by a uid; unpickled on a dask worker it resolves to that worker process's own store (never
-  ``Worker.data``). A new uid is drawn each time the layer is connected into a chain, as in
-  connectome (one ``CacheToRam`` placed in two chains does not share entries).
-* :class:`DiskBinding` holds an :class:`~connectome_dask.cache.hdf5.HDF5Store` (a root folder and
-  options; no open handles) or a :class:`~connectome_dask.cache.remote.RemoteStore` (a URL), so
+* ``CacheToRam`` makes a new :class:`~connectome_dask.cache.memory.MemoryStore` each time it is
+  connected into a chain, as in connectome (one ``CacheToRam`` placed in two chains does not
+  share entries). All of them share the process's RAM budget and are freed with the last
+  pipeline built with them. On a worker it is the worker's RAM (never ``Worker.data``).
+* ``CacheToDisk`` uses one store for every chain: an ``HDF5Store`` (a root folder and options; no
+  open handles), a :class:`~connectome_dask.cache.remote.RemoteStore` (a URL root), or any
+  :class:`~connectome_dask.cache.store.Store` given instead of a root, so
   every worker writes entries straight into the shared root.
 
 At chain construction each cache layer checks that no cached field has an ``@impure`` ancestor
 (``ValueError`` unless ``impure=True``).
 """
 
-import threading
-import uuid
+import weakref
 
+from ..cache.memory import MemoryStore, check_size
 from ..cache.root import check_field_name
-from ..cache.store import as_store
-from ..cache.memory import MemoryStore
-from ..cache.cached import cached_call
-from ..hashing import combine
+from ..cache.store import Store, as_store, local
+from ..exceptions import InvalidArgument
 from ..nodes import Cached, walk
 from ..plan import Plan
 from ..stamps import attach
 from .base import Layer, as_names
 
-__all__ = ["CacheLayer", "CacheToRam", "CacheToDisk", "RamBinding", "DiskBinding"]
-
-_STORES = {}
-_STORES_LOCK = threading.Lock()
-
-
-class RamBinding:
-    """A per-process RAM store, identified by ``uid`` (see the module docstring)."""
-
-    __slots__ = ("uid", "size", "max_bytes", "token")
-
-    def __init__(self, uid, size=None, max_bytes=None):
-        self.uid, self.size, self.max_bytes = uid, size, max_bytes
-        self.token = combine("ram", uid)
-
-    def store(self):
-        store = _STORES.get(self.uid)
-        if store is None:
-            with _STORES_LOCK:
-                store = _STORES.get(self.uid)
-                if store is None:
-                    kwargs = {} if self.max_bytes is None else {"max_bytes": self.max_bytes}
-                    store = _STORES[self.uid] = MemoryStore(size=self.size, **kwargs)
-        return store
-
-    def load_or_compute(self, field, token, compute):
-        return cached_call(self.store(), field, token, compute)
-
-    def contains(self, field, token):
-        return self.store().contains(field, token)
-
-    def __reduce__(self):
-        return RamBinding, (self.uid, self.size, self.max_bytes)
-
-    def __repr__(self):
-        return f"RamBinding({self.uid[:8]})"
-
-
-class DiskBinding:
-    """A persistent store shared by every process that can see its root (a folder or a URL)."""
-
-    __slots__ = ("_store", "token")
-
-    def __init__(self, store):
-        self._store = store
-        self.token = combine("hdf5", str(store.root))
-
-    def store(self):
-        return self._store
-
-    def load_or_compute(self, field, token, compute):
-        return cached_call(self._store, field, token, compute)
-
-    def contains(self, field, token):
-        return self._store.contains(field, token)
-
-    def __reduce__(self):
-        return DiskBinding, (self._store,)
-
-    def __repr__(self):
-        return f"DiskBinding({self._store.root})"
+__all__ = ["CacheLayer", "CacheToRam", "CacheToDisk"]
 
 
 class CacheLayer(Layer):
@@ -113,16 +53,17 @@ class CacheLayer(Layer):
             return list(prev.fields) if self._all_by_default else []
         return [n for n in prev.fields if n in self._names]  # unknown names are ignored, as connectome
 
-    def _binding(self):
+    def _new_store(self):
+        """The store of one connection into a chain."""
         raise NotImplementedError
 
+    def _nodes(self, prev, store):
+        """The nodes of the cached fields, read through ``store``."""
+        return {name: Cached(name, prev.fields[name], store) for name in self._cached_names(prev)}
+
     def _connect(self, prev):
-        binding = self._binding()
         fields = dict(prev.fields)
-        for name in self._cached_names(prev):
-            fields[name] = Cached(name, prev.fields[name], binding)
-            if isinstance(binding, DiskBinding):
-                attach(prev.fields[name], binding.store().root)  # the stamp index lives in this root
+        fields.update(self._nodes(prev, local(self._new_store())))
         return Plan(fields, prev.metas, prev.persistent, prev.virtual, prev.dropped,
                     prev.backward + (dict,), prev.broken)
 
@@ -150,12 +91,17 @@ class CacheToRam(CacheLayer):
     names : str or list of str, optional
         Fields to cache; None (default) caches every field. Unknown names are ignored.
     size : int, optional
-        Least-recently-used entries kept per field; None keeps all (up to ``max_bytes``).
+        Least-recently-used entries kept per field; None keeps all (up to the RAM budget).
     impure : bool
         Allow caching fields that depend on an ``@impure`` function (else ``ValueError``).
-    max_bytes : int, optional
-        Bound on the bytes one store holds (default: see
-        :class:`~connectome_dask.cache.memory.MemoryStore`).
+    store : Store, optional
+        Use this store (for every chain the layer is connected into) instead of a new
+        ``MemoryStore`` per chain; e.g. ``MemoryStore(budget=Budget(2**30))`` for a bound of its own.
+
+    The bytes held by every ``CacheToRam`` of a process share one budget, the dask config value
+    ``connectome_dask.ram-budget`` (bytes, ``"4 GiB"``, or a fraction of the memory: ``"25%"``,
+    the default); least recently used entries go first, whichever layer holds them.
+    ``connectome_dask.ram_usage()`` (``ram_usage(client)``: per worker) shows what is held.
 
     Examples
     --------
@@ -175,33 +121,52 @@ class CacheToRam(CacheLayer):
 
     _all_by_default = True
 
-    def __init__(self, names=None, *, size=None, impure=False, max_bytes=None):
+    def __init__(self, names=None, *, size=None, impure=False, store=None, max_bytes=None):
         super().__init__(names, impure)
-        self._size, self._max_bytes = size, max_bytes
-        self._uids = []
+        check_size(size)
+        if max_bytes is not None:
+            raise InvalidArgument("CacheToRam: max_bytes is gone: every CacheToRam of a process shares one RAM "
+                                  "budget; set it with dask.config.set({'connectome_dask.ram-budget': '4 GiB'}), or "
+                                  "pass store=MemoryStore(budget=Budget(max_bytes)) for a bound of this layer's own")
+        if store is not None and not isinstance(store, Store):
+            raise InvalidArgument(f"CacheToRam: store must be a connectome_dask.cache.store.Store, got "
+                                  f"{type(store).__name__}")
+        self._size, self._store = size, store
+        self._stores = weakref.WeakSet()
 
-    def _binding(self):
-        uid = uuid.uuid4().hex
-        self._uids.append(uid)
-        return RamBinding(uid, self._size, self._max_bytes)
+    def _new_store(self):
+        store = MemoryStore(self._size) if self._store is None else self._store
+        self._stores.add(store)
+        return store
 
     def _clear(self):
         """Empty every store this layer created (in this process)."""
-        for uid in self._uids:
-            store = _STORES.get(uid)
-            if store is not None:
-                store.clear()
+        for store in list(self._stores):
+            clear = getattr(store, "clear", None)
+            if clear is not None:
+                clear()
 
     def __reduce__(self):
         names = None if self._names is None else sorted(self._names)
-        return _ram, (names, self._size, self._impure, self._max_bytes)
+        return _ram, (names, self._size, self._impure, self._store)
 
     def __repr__(self):
         return f"CacheToRam({'' if self._names is None else ', '.join(sorted(self._names))})"
 
 
-def _ram(names, size, impure, max_bytes):
-    return CacheToRam(names, size=size, impure=impure, max_bytes=max_bytes)
+def _ram(names, size, impure, store):
+    return CacheToRam(names, size=size, impure=impure, store=store)
+
+
+def _root_store(layer, root, **options):
+    """The store of a cache root (``as_store``: a folder, a URL), or ``root`` itself if it is a
+    ``Store``: then it has its own options, and giving any raises ``InvalidArgument``."""
+    if not isinstance(root, Store):
+        return as_store(root, layer=layer, **options)
+    if any(value is not None for value in options.values()):
+        raise InvalidArgument(f"{layer}: serializer and compression (and storage_options, local) are options of the "
+                              f"store; pass them to the store itself, not with the store {root!r}")
+    return root
 
 
 class CacheToDisk(CacheLayer):
@@ -214,11 +179,13 @@ class CacheToDisk(CacheLayer):
 
     Parameters
     ----------
-    root : str or os.PathLike
+    root : str, os.PathLike or Store
         The cache root, created if needed: a folder, or an fsspec URL (``s3://bucket/prefix``,
         ``gs://...``, ``memory://...``; see docs/clusters.md, "No shared file system"). A root holding
         anything but a cache raises :class:`~connectome_dask.cache.hdf5.ForeignRoot` (a
-        ``FileNotFoundError``).
+        ``FileNotFoundError``). A :class:`~connectome_dask.cache.store.Store` instance is used as it
+        is (its own options; then ``serializer``, ``compression``, ``storage_options`` and ``local``
+        must be left out): see docs/api.md, "Writing a store".
     names : str or list of str
         Fields to cache. None caches nothing (connectome's rule); unknown names are ignored. A name
         that cannot be a folder name (``""``, ``".."``, ``"a/b"``, NUL, over 255 bytes) raises
@@ -268,10 +235,9 @@ class CacheToDisk(CacheLayer):
         super().__init__(names, impure)
         for name in self._names or ():
             check_field_name(name, "CacheToDisk")
-        self._store = as_store(root, compression=compression, serializer=serializer, storage_options=storage_options,
-                               local=local, layer="CacheToDisk")
-        self._options = dict(serializer=serializer, compression=compression, labels=labels,
-                             storage_options=storage_options, local=local)
+        self._store = _root_store("CacheToDisk", root, compression=compression, serializer=serializer,
+                                  storage_options=storage_options, local=local)
+        self._options = dict(labels=labels)
 
     @classmethod
     def simple(cls, *names, root, serializer=None, compression=None, labels=None, storage_options=None, local=None):
@@ -280,20 +246,27 @@ class CacheToDisk(CacheLayer):
         return cls(root, names, serializer=serializer, compression=compression, labels=labels,
                    storage_options=storage_options, local=local)
 
-    def _binding(self):
-        return DiskBinding(self._store)
+    def _new_store(self):
+        return self._store
+
+    def _connect(self, prev):
+        plan = super()._connect(prev)
+        for name in self._cached_names(prev):
+            attach(prev.fields[name], self.root)  # the stamp index lives in this root
+        return plan
 
     @property
     def root(self):
-        return self._store.root
+        """The store's root (None for a store without one)."""
+        return getattr(self._store, "root", None)
 
     def __reduce__(self):
         names = None if self._names is None else sorted(self._names)
-        return _disk, (self._store.root, names, self._impure, self._options)
+        return _disk, (self._store, names, self._impure, self._options)
 
     def __repr__(self):
         return f"CacheToDisk({', '.join(sorted(self._names or ()))})"
 
 
-def _disk(root, names, impure, options):
-    return CacheToDisk(root, names, impure=impure, **options)
+def _disk(store, names, impure, options):
+    return CacheToDisk(store, names, impure=impure, **options)

@@ -1,109 +1,150 @@
-"""``CacheColumns``: a disk cache for many small entries, stored one HDF5 file per *shard*.
+"""``CacheColumns``: a disk cache for many small entries, stored one entry per *shard*.
 
 The previous layer's ``ids`` are sorted and cut into shards (``shard_size``: None → one shard;
-an int n → n consecutive ids; a float f → ``ceil(f * len(ids))``). Reading one id loads — or
-computes and writes — its whole shard: a tuple of the field's values in id order, stored under
-the combined token of its entries, so editing the code or parameters still invalidates it. A
-loaded shard is kept in a per-process RAM table so the other ids of the shard are served from
-memory. Field tokens are unchanged (the node is a ``Cached`` node, transparent to hashing).
+an int n → n consecutive ids; a float f → ``ceil(f * len(ids))``). A cached field becomes three
+plain nodes, so that the cache is an ordinary ``Cached`` node over an ordinary store:
+
+* :class:`Shard`, a routing node (as ``routing.Group``): the tuple of the field's values for every
+  id of the entry's shard, in id order; its token is the combination of theirs, so editing the
+  code or a parameter still invalidates the shard;
+* ``Cached(name, Shard, ShardStore)``: the shard loaded, or computed and stored, like any entry;
+* :class:`Pick`: the entry's own value in the shard. It is transparent to hashing (its token is
+  the field's token without the cache), and its task key is salted like a ``Cached`` node's.
+
+:class:`ShardStore` is the store of shards: a persistent store (an ``HDF5Store`` root) whose
+serializer judges each value of a shard, with the shards this process read or wrote kept in its
+RAM budget (``cache.memory``), so the other ids of a shard are served from memory. In a dask
+graph two ids of one shard share the shard's task.
 """
 
+import inspect
 import math
-import threading
 
+from ..cache.memory import MemoryStore
 from ..cache.root import check_field_name
-from ..cache.store import as_store
-from ..cache.cached import cached_call
-from ..evaluate import Evaluation
-from ..exceptions import DependencyError
+from ..cache.store import MISSING, Store
+from ..evaluate import Evaluation, Symbolic
+from ..exceptions import DependencyError, UnknownKey
 from ..hashing import combine
-from ..nodes import Cached, Input, walk
-from .cache import CacheLayer
+from ..nodes import Cached, Const, Input, Node, walk
+from ..routing import Table
+from .cache import CacheLayer, _root_store
 
-__all__ = ["CacheColumns"]
-
-_SHARDS = {}  # (root, field, shard token) -> {id: value}, per process
-_SHARDS_LOCK = threading.Lock()
+__all__ = ["CacheColumns", "ShardStore", "Shard", "Pick"]
 
 
-class ShardBinding:
-    """The HDF5 store of a ``CacheColumns`` layer plus how its ids are cut into shards."""
+def _cut(ids, size):
+    """``({id: (shard number, position)}, shards)``: the sorted ids cut into shards, a shard being a
+    tuple of raw inputs ``{"id": key}``."""
+    ids = sorted(ids)
+    if size is None:
+        size = max(len(ids), 1)
+    elif isinstance(size, float):
+        size = max(1, math.ceil(size * len(ids)))
+    shards = [tuple({"id": k} for k in ids[i:i + size]) for i in range(0, len(ids), size)]
+    return {inputs["id"]: (n, i) for n, shard in enumerate(shards) for i, inputs in enumerate(shard)}, shards
 
-    __slots__ = ("store", "shard_size", "ids_node", "token", "_shards")
 
-    def __init__(self, store, shard_size, ids_node):
-        self.store, self.shard_size, self.ids_node = store, shard_size, ids_node
-        self.token = combine("columns", str(store.root))
-        self._shards = None
+class Shard(Node):
+    """The values of ``inner`` for every id of the entry's shard (``table``: :func:`_cut`)."""
 
-    def __reduce__(self):
-        return ShardBinding, (self.store, self.shard_size, self.ids_node)
+    __slots__ = ("table", "key", "inner")
+    leaf = True  # its token is that of what it routes to
 
-    def shards(self):
-        """``({id: shard index}, [tuple of ids per shard])``, computed once."""
-        if self._shards is None:
-            ids = sorted(Evaluation({}).value(self.ids_node))
-            size = self.shard_size
-            if size is None:
-                size = max(len(ids), 1)
-            elif isinstance(size, float):
-                size = max(1, math.ceil(size * len(ids)))
-            groups = [tuple(ids[i:i + size]) for i in range(0, len(ids), size)]
-            self._shards = ({k: i for i, group in enumerate(groups) for k in group}, groups)
-        return self._shards
+    def __init__(self, name, table, inner):
+        self.key = Input("id")
+        super().__init__(name, (table, self.key, inner))
+        self.table, self.inner = table, inner
 
-    def shard_of(self, key, layer):
-        index, groups = self.shards()
+    def deps(self):
+        return (self.table, self.key)
+
+    def routed(self):
+        return (self.inner,)
+
+    def place(self, ev):
+        """``(members, position)``: the raw inputs of the entry's shard and the entry's place in it."""
+        key = ev.value(self.key)
+        index, shards = ev.value(self.table)
         try:
-            return groups[index[key]]
+            n, position = index[key]
         except (KeyError, TypeError):
-            raise ValueError(f"{layer}: the key {key!r} is not in ids; CacheColumns only caches the ids "
-                             "of the previous layer") from None
-
-
-class Sharded(Cached):
-    """A field cached in shards: computing one entry loads or computes its whole shard."""
-
-    __slots__ = ()
-
-    def _shard(self, ev):
-        binding = self.binding
-        group = binding.shard_of(ev.value(Input("id")), "CacheColumns")
-        evaluations = [Evaluation({"id": k}) for k in group]
-        token = combine(*(e.token(self.inner) for e in evaluations))
-        return group, evaluations, token
-
-    def is_stored(self, ev):
-        _, _, token = self._shard(ev)
-        return (self.binding.store.root, self.name, token) in _SHARDS or self.binding.store.contains(self.name, token)
+            raise UnknownKey(f"CacheColumns: unknown key {key!r}; CacheColumns caches the ids of the previous layer "
+                             "only (see .ids)") from None
+        return shards[n], position
 
     def compute(self, ev):
-        key = ev.value(Input("id"))
-        group, evaluations, token = self._shard(ev)
-        memo_key = (self.binding.store.root, self.name, token)
-        values = _SHARDS.get(memo_key)
-        if values is None:
-            stored = cached_call(_ShardStore(self.binding.store), self.name, token,
-                                 lambda: tuple(key_ev.value(self.inner) for key_ev in evaluations))
-            values = dict(zip(group, stored))
-            with _SHARDS_LOCK:
-                _SHARDS[memo_key] = values
-        return values[key]
+        return tuple(ev.child(inputs).value(self.inner) for inputs in self.place(ev)[0])
+
+    def leaf_token(self, ev):
+        return combine(*(ev.child(inputs).token(self.inner) for inputs in self.place(ev)[0]))
+
+    def kind_token(self):
+        return combine("shard", Symbolic().token(self.inner))
+
+    def shards(self):
+        """``{id: shard number}`` (``persist`` gives each shard to one task)."""
+        return {key: n for key, (n, _) in Evaluation({}).value(self.table)[0].items()}
 
 
-class _ShardStore:
-    """The HDF5 store as a store of shards: a shard is a tuple that the serializer judges item by item."""
+class Pick(Node):
+    """The entry's value in its cached shard; the token is ``inner``'s (caches are transparent)."""
 
-    __slots__ = ("store", "persistent")
+    __slots__ = ("cached", "inner", "salt")
+    transparent = True
+
+    def __init__(self, name, cached, inner):
+        super().__init__(name, (cached, inner))
+        self.cached, self.inner = cached, inner  # cached: Cached(name, Shard, ShardStore)
+        self.salt = combine("pick", cached.salt)
+
+    def deps(self):
+        shard = self.cached.inner
+        return (self.cached, shard.table, shard.key)
+
+    def compute(self, ev):
+        return ev.value(self.cached)[self.cached.inner.place(ev)[1]]
+
+
+class ShardStore(Store):
+    """A store of shards (tuples of values) in ``store``, a persistent store whose ``set`` may take
+    ``each=True`` (then its serializer judges the values one by one, as ``HDF5Store``'s). Shards read
+    or written here are kept in this process's RAM budget."""
 
     def __init__(self, store):
         self.store, self.persistent = store, store.persistent
+        self._each = "each" in inspect.signature(store.set).parameters
+        self._ram = MemoryStore(uid=self.token)
+
+    @property
+    def token(self):
+        return combine("shards", self.store.token)
 
     def get(self, field, token):
-        return self.store.get(field, token)
+        value = self._ram.get(field, token)
+        if value is MISSING:
+            value = self.store.get(field, token)
+            if value is not MISSING:
+                self._ram.set(field, token, value)
+        return value
+
+    def contains(self, field, token):
+        return self._ram.contains(field, token) or self.store.contains(field, token)
 
     def set(self, field, token, value):
-        return self.store.set(field, token, value, each=True)
+        error = self.store.set(field, token, value, each=True) if self._each else self.store.set(field, token, value)
+        self._ram.set(field, token, value)
+        return error
+
+    def clear(self):
+        """Forget the shards kept in RAM (the store keeps them)."""
+        self._ram.clear()
+
+    def __reduce__(self):
+        return ShardStore, (self.store,)
+
+    def __repr__(self):
+        return f"ShardStore({self.store!r})"
 
 
 class CacheColumns(CacheLayer):
@@ -119,9 +160,10 @@ class CacheColumns(CacheLayer):
     ----------
     index : str or None
         connectome's index folder; accepted for compatibility and not used (tokens address entries).
-    storage : str or os.PathLike
+    storage : str, os.PathLike or Store
         The cache root of the shards: a folder or an fsspec URL, as for ``CacheToDisk`` (also
-        ``storage_options`` and ``local``).
+        ``storage_options`` and ``local``), or a persistent :class:`~connectome_dask.cache.store.Store`
+        (then ``serializer``, ``compression``, ``storage_options`` and ``local`` are its own).
     serializer : optional
         A :mod:`connectome_dask.serializers` policy (default: native HDF5 types only); it judges
         each value of a shard.
@@ -169,11 +211,11 @@ class CacheColumns(CacheLayer):
         if shard_size is not None and (isinstance(shard_size, bool) or shard_size == 1 or shard_size <= 0
                                        or not isinstance(shard_size, (int, float))):
             raise ValueError(f"CacheColumns: shard_size must be None, an int > 1 or a fraction, got {shard_size!r}")
-        self._store = as_store(storage, compression=compression, serializer=serializer,
-                               storage_options=storage_options, local=local, layer="CacheColumns")
-        self._shard_size, self._args = shard_size, (index, storage, serializer)
-        self._options = dict(verbose=verbose, shard_size=shard_size, labels=labels, compression=compression,
-                             storage_options=storage_options, local=local)
+        storage = _root_store("CacheColumns", storage, compression=compression, serializer=serializer,
+                              storage_options=storage_options, local=local)
+        self._store, self._shards = storage, ShardStore(storage)
+        self._shard_size, self._args = shard_size, (index, storage, None)
+        self._options = dict(verbose=verbose, shard_size=shard_size, labels=labels)
 
     @classmethod
     def simple(cls, *names, root, shard_size=None, serializer=None, compression=None, storage_options=None,
@@ -198,15 +240,14 @@ class CacheColumns(CacheLayer):
                                   f"key input 'id' (found inputs {sorted(inputs)}); put it after a Source")
         super()._prepare(prev)
 
-    def _connect(self, prev):
-        plan = super()._connect(prev)
-        binding = ShardBinding(self._store, self._shard_size, prev.fields.get("ids"))
-        for name in self._cached_names(prev):
-            plan.fields[name] = Sharded(name, prev.fields[name], binding)
-        return plan
+    def _new_store(self):
+        return self._shards
 
-    def _binding(self):
-        return None
+    def _nodes(self, prev, store):
+        table = Table("shards", _cut, [prev.fields["ids"], Const("shard_size", self._shard_size)],
+                      layer="CacheColumns")
+        return {name: Pick(name, Cached(name, Shard(name, table, prev.fields[name]), store), prev.fields[name])
+                for name in self._cached_names(prev)}
 
     def __reduce__(self):
         return _columns, (self._args, sorted(self._names), self._impure, self._options)
