@@ -23,8 +23,9 @@ from connectome_dask.cache import remote
 from connectome_dask.cache.hdf5 import HDF5Store
 from connectome_dask.cache.remote import RemoteStore
 from connectome_dask.cache.root import MARKER
-from connectome_dask.cache.store import MISSING, as_store
+from connectome_dask.cache.store import MISSING, as_store, local
 from connectome_dask.exceptions import CacheWarning, StoreError
+from connectome_dask.testing import StoreTests
 
 import boto3  # the test extra installs boto3, moto[server] and s3fs
 import fsspec
@@ -225,6 +226,49 @@ def test_cache_columns_on_a_url_root(counter):
     assert fresh.label(9) == (0, "n9") and counter.count() == 10
     fs, base = fsspec.core.url_to_fs(url)
     assert len([p for p in fs.find(base) if p.endswith(".h5")]) == 3  # shards of ids 0-3, 4-7, 8-9
+
+
+def _truncate_object(store, field, token):
+    """Damage an entry as a half-finished copy or a bad tool would: its object cut to half its bytes."""
+    path = store.path(field, token)
+    data = store.fs.cat_file(path)
+    store.fs.pipe_file(path, data[:len(data) // 2])
+    return True
+
+
+def _denied(*args, **kwargs):
+    raise PermissionError(13, "Access Denied")
+
+
+class TestRemoteStoreOnMemory(StoreTests):
+    """The conformance suite on fsspec's memory:// file system (its entries live in this process only)."""
+
+    def make_store(self, tmp_path):
+        return RemoteStore(f"memory://{uuid.uuid4().hex}/cache")
+
+    corrupt = staticmethod(_truncate_object)
+
+    def break_writes(self, store, monkeypatch):
+        monkeypatch.setattr(store.fs, "pipe_file", _denied)
+        return True
+
+    def test_entries_live_in_this_process(self, store):
+        assert store.persistent is False and RemoteStore(f"s3://{uuid.uuid4().hex}/x", create=False).persistent
+
+
+class TestRemoteStoreWithALocalCopy(TestRemoteStoreOnMemory):
+    """The same, every entry also kept in a node-local folder (so entries outlive the process there): the
+    copy must not hide a corrupt entry's replacement or a failed write."""
+
+    def make_store(self, tmp_path):
+        return RemoteStore(f"memory://{uuid.uuid4().hex}/cache", local=tmp_path / "copy")
+
+    def corrupt(self, store, field, token):
+        os.unlink(store._copy.path(field, token))  # the node lost its copy; the root's object is damaged
+        return _truncate_object(store, field, token)
+
+    def test_entries_live_in_this_process(self, store):
+        assert store.persistent is True  # in the local copy
 
 
 # --- a real S3 endpoint ------------------------------------------------------------------------------------------
@@ -501,3 +545,57 @@ def cluster(endpoint):
     with Client(cluster, set_as_default=False) as client:
         yield client
     cluster.close()
+
+
+class TestRemoteStoreOnS3(StoreTests):
+    """The conformance suite on the moto S3 endpoint, with IAM enforced: the store writes as a user allowed
+    everything; ``break_writes`` gives it the file system of a user allowed to read only (S3 denies its PUTs)."""
+
+    @pytest.fixture(autouse=True)
+    def users(self, bucket, read_only):
+        self.url, self.users = f"s3://{bucket}/cache", read_only
+
+    def make_store(self, tmp_path):
+        return RemoteStore(self.url, storage_options=self.users["admin"])
+
+    corrupt = staticmethod(_truncate_object)
+
+    def break_writes(self, store, monkeypatch):
+        monkeypatch.setattr(store, "fs", RemoteStore(self.url, storage_options=self.users["reader"], create=False).fs)
+        return True
+
+
+def test_the_token_names_the_root_and_options_but_no_secret(endpoint, bucket, counter, tmp_path):
+    url = f"s3://{bucket}/cache"
+    secret, session = "wJalrXUtnFEMI-K7MDENG-bPxRfiCY", "FwoGZXIvYXdzEJr-session"
+    opts = dict(options(endpoint, "AKIDUSER1", secret), client_kwargs={"region_name": "us-east-1"},
+                config_kwargs={"s3": {"addressing_style": "path"}}, token=session)
+    ds = s3_layers.pipeline(counter.path, url, storage_options=opts)
+    store = as_store(url, storage_options=opts)
+    lazy = ds.image.delayed("v01")
+    shown = [repr(store), repr(ds), repr(lazy), str(dict(lazy.__dask_graph__())), store.token,
+             str(list(lazy.__dask_graph__()))]
+    assert not [text for text in shown if secret in text or session in text]
+    assert np.array_equal(lazy.compute(), expected_image("v01")) and counter.count() == 1
+    # the same root and options but other secrets: the same store; another root, endpoint, user or copy: another
+    rotated = dict(opts, secret="other", token="other-session")
+    assert RemoteStore(url, storage_options=rotated, create=False).token == store.token
+    assert s3_layers.pipeline(counter.path, url, storage_options=rotated).image.delayed("v01").key == lazy.key
+    others = [RemoteStore(f"s3://{bucket}/other", storage_options=opts, create=False),
+              RemoteStore(url, storage_options=dict(opts, endpoint_url=endpoint + "/"), create=False),
+              RemoteStore(url, storage_options=dict(opts, key="AKIDUSER2"), create=False),
+              RemoteStore(url, storage_options=opts, local=tmp_path / "copy", create=False)]
+    assert len({store.token, *(other.token for other in others)}) == 5
+    assert local(others[2]) is not local(store)  # a reader's and a writer's pipelines in one process stay apart
+    assert local(RemoteStore(url, storage_options=opts, create=False)) is local(store)
+
+
+def test_a_password_in_the_url_is_shown_as_stars():
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        store = RemoteStore("http://user:pw-1234@127.0.0.1:9/cache")  # nothing listens on port 9
+        assert store.get("f", "0" * 32) is MISSING
+    assert repr(store) == "RemoteStore('http://user:***@127.0.0.1:9/cache')"
+    messages = cache_warnings(record)
+    assert messages and not [m for m in messages if "pw-1234" in m] and "user:***@127.0.0.1:9" in messages[0]
+    assert RemoteStore("http://user:other@127.0.0.1:9/cache", create=False).token == store.token

@@ -41,7 +41,7 @@ their secrets: the values of options named like one (``secret``, ``token``, ``pa
 ``account_key``, ...; at any depth, e.g. in ``client_kwargs``) and a password in the URL are left
 out, so two stores that differ only there are one store in a process (``store.local``). An access
 key id (``key``) is kept: stores of two users of one bucket stay apart. Entries of a ``memory://``
-root live in this process only, so such a store is not ``persistent``.
+root live in this process only, so such a store is not ``persistent`` (unless it has a local copy).
 """
 
 import io
@@ -104,7 +104,8 @@ class RemoteStore(Store):
             extra = " (pip install 'connectome_dask[s3]')" if isinstance(e, ImportError) and "s3" in str(e) else ""
             raise StoreError(f"cannot open the cache root {self.shown}: {type(e).__name__}: {e}{extra}") from e
         self._path = path.rstrip("/")
-        self.persistent = "memory" not in _protocols(self.fs)  # memory:// lives in this process only
+        # entries outlive the process, except those of a memory:// root without a local copy
+        self.persistent = local is not None or "memory" not in _protocols(self.fs)
         self._create_only = "mode" in inspect.signature(self.fs.pipe_file).parameters
         self._copy = None if local is None else hdf5.HDF5Store(self.local, compression=compression,
                                                                 serializer=serializer, create=create)
@@ -155,7 +156,8 @@ class RemoteStore(Store):
         elif not create:
             raise ForeignRoot(f"{self.shown}: no cache root there (no {MARKER}; a root given to CacheToDisk has one)")
         else:
-            others = [p for p in self._objects() if _entry_of(p[len(self._path) + 1:]) is None]
+            # the marker itself may appear now: another process creating the root (the PUT is create-only)
+            others = [p for p in self._objects() if p != marker and _entry_of(p[len(self._path) + 1:]) is None]
             if others:
                 raise ForeignRoot(f"{self.shown} is not empty and is not a connectome_dask cache (found "
                                   f"{[self.url(p) for p in others[:5]]}); choose an empty or new prefix as the root")
