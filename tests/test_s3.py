@@ -24,8 +24,10 @@ from connectome_dask.cache.hdf5 import HDF5Store
 from connectome_dask.cache.remote import RemoteStore
 from connectome_dask.cache.root import MARKER
 from connectome_dask.cache.store import MISSING, as_store, local
-from connectome_dask.exceptions import CacheWarning, StoreError
-from connectome_dask.testing import StoreTests
+from connectome_dask.exceptions import CacheWarning, SerializationError, StoreError
+from connectome_dask.layers.columns import ShardStore
+from connectome_dask.serializers import NumpySerializer
+from connectome_dask.testing import TOKENS, VALUES, StoreTests
 
 import boto3  # the test extra installs boto3, moto[server] and s3fs
 import fsspec
@@ -269,6 +271,28 @@ class TestRemoteStoreWithALocalCopy(TestRemoteStoreOnMemory):
 
     def test_entries_live_in_this_process(self, store):
         assert store.persistent is True  # in the local copy
+
+
+class TestShardStoreOnAURL(StoreTests):
+    """CacheColumns' store over a URL root whose serializer takes arrays only: it judges each value of a shard."""
+
+    def make_store(self, tmp_path):
+        return ShardStore(RemoteStore(f"memory://{uuid.uuid4().hex}/cache", serializer=NumpySerializer()))
+
+    def values(self):
+        return [(value,) for value in VALUES if isinstance(value, np.ndarray)] + [(np.arange(3), np.ones(2))]
+
+    def corrupt(self, store, field, token):
+        return _truncate_object(store.store, field, token)
+
+    def break_writes(self, store, monkeypatch):
+        monkeypatch.setattr(store.store.fs, "pipe_file", _denied)
+        return True
+
+    def test_the_serializer_judges_each_value_of_a_shard(self, store):
+        with pytest.raises(SerializationError):
+            store.set("f", TOKENS[0], (np.arange(3), "not an array"))
+        assert store.get("f", TOKENS[0]) is MISSING
 
 
 # --- a real S3 endpoint ------------------------------------------------------------------------------------------
