@@ -1,6 +1,7 @@
 """The cache command line as a user runs it: ``python -m connectome_dask`` and the ``connectome-dask``
 entry point, in a subprocess, against a cache root written by the store."""
 
+import json
 import os
 import subprocess
 import sys
@@ -114,3 +115,103 @@ def test_delete_removes_and_counts(root):
 def test_a_folder_that_is_not_a_cache_root(tmp_path):
     code, _, err = cli("cache", tmp_path / "missing", "list")
     assert code == 2 and "no such cache root" in err
+
+
+# --- inside the root only ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def planted(root, tmp_path):
+    """Links out of the root: a field folder, a fan-out folder and an entry pointing at files outside,
+    each of which would be listed, verified as bad and deleted if followed. Returns the outside files."""
+    outside = tmp_path / "outside"
+    other = HDF5Store(str(outside / "other"))  # a valid cache elsewhere: what a linked field would list
+    other.set("image", "e5", np.ones(2))
+    victim = outside / "victim.h5"  # not an entry: verify would remove it if it followed the link
+    victim.write_bytes(b"keep me")
+    prefix = outside / "prefix"
+    prefix.mkdir()
+    (prefix / "z9.h5").write_bytes(b"keep me too")
+    os.symlink(outside / "other" / "image", os.path.join(root.root, "linked"))
+    os.symlink(prefix, os.path.join(root.root, "image", "z"))
+    os.symlink(victim, os.path.join(root.root, "image", "a", "a6.h5"))
+    os.symlink(victim, os.path.join(root.root, "mask", "d", ".f7.x1.tmp"))
+    return [other.path("image", "e5"), str(victim), str(prefix / "z9.h5")]
+
+
+def test_list_skips_links_out_of_the_root(root, planted):
+    code, out, _ = cli("cache", root.root, "list", "--json")
+    assert code == 0
+    fields = json.loads(out)["fields"]
+    assert {field: info["entries"] for field, info in fields.items()} == {"image": 3, "mask": 1}
+    assert fields["image"]["bytes"] == sum(size for field, _, _, size, _ in root.entries() if field == "image")
+
+
+def test_verify_remove_removes_a_link_itself_never_its_target(root, planted):
+    link = os.path.join(root.root, "image", "a", "a6.h5")
+    code, out, _ = cli("cache", root.root, "verify")
+    assert code == 1 and out.splitlines()[-1] == "checked 5 entries: 1 bad entry"
+    assert f"bad: {link}: a symbolic link to {planted[1]}" in out
+    code, out, _ = cli("cache", root.root, "verify", "--remove")
+    assert code == 0 and out.splitlines()[-1] == "checked 5 entries: 1 bad entry (removed)"
+    assert not os.path.lexists(link) and all(os.path.exists(p) for p in planted)
+    assert open(planted[1], "rb").read() == b"keep me"
+    assert len(list(root.entries())) == 4  # the good entries stay
+
+
+@pytest.mark.parametrize("how", [["--all"], ["--field", "image"], ["--older-than", "0s"]])
+def test_delete_never_deletes_through_a_link(root, planted, how):
+    code, out, _ = cli("cache", root.root, "delete", *how)
+    assert code == 0
+    assert all(os.path.exists(p) for p in planted)  # nothing outside the root is touched
+    assert not os.path.lexists(os.path.join(root.root, "image", "a", "a6.h5"))  # the link, removed as itself
+    assert os.path.islink(os.path.join(root.root, "linked")) and os.path.islink(os.path.join(root.root, "image", "z"))
+    assert [f for f, *_ in root.entries()] == (["mask"] if how[0] == "--field" else [])
+
+
+def test_a_linked_field_is_not_a_field(root, planted):
+    code, _, err = cli("cache", root.root, "delete", "--field", "linked")
+    assert code == 2 and "no field 'linked'" in err and "image, mask" in err
+    assert all(os.path.exists(p) for p in planted)
+
+
+def stale_temporaries(store, hours):
+    """A killed writer's temporary file in each field, ``hours`` old; and a fresh one (a live writer's)."""
+    paths = {}
+    for field, token in (("image", "a1"), ("mask", "d4"), ("live", "l1")):
+        path = os.path.join(store.root, field, token[0], f".{token}.dead.tmp")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        if field != "live":
+            os.utime(path, (time.time() - hours * 3600,) * 2)
+        paths[field] = path
+    return paths
+
+
+def test_delete_honours_field_and_age_for_temporaries(root):
+    paths = stale_temporaries(root, hours=5)
+    code, out, _ = cli("cache", root.root, "delete", "--field", "mask", "--dry-run")
+    assert code == 0 and f"would remove {paths['mask']}" in out
+    assert out.splitlines()[-1] == "1 entry and 1 temporary file of killed writers to remove"
+    assert all(os.path.exists(p) for p in paths.values())
+    code, out, _ = cli("cache", root.root, "delete", "--field", "mask")
+    assert out.splitlines()[-1] == "1 entry and 1 temporary file of killed writers removed"
+    assert not os.path.exists(paths["mask"]) and os.path.exists(paths["image"]) and os.path.exists(paths["live"])
+    code, out, _ = cli("cache", root.root, "delete", "--older-than", "20d")  # the temporary is younger
+    assert out.splitlines()[-1] == "1 entry removed" and os.path.exists(paths["image"])
+    code, out, _ = cli("cache", root.root, "delete", "--older-than", "4h")
+    assert out.splitlines()[-1] == "1 entry and 1 temporary file of killed writers removed"
+    assert not os.path.exists(paths["image"])
+    code, out, _ = cli("cache", root.root, "delete", "--all")
+    assert os.path.exists(paths["live"])  # a writer younger than an hour may still be writing
+
+
+def test_verify_reports_a_fifo_at_an_entry_without_opening_it(root):
+    fifo = root.path("image", "c3")
+    os.unlink(fifo)
+    os.mkfifo(fifo)  # opening it would block the command forever (cli() times out after 60 s)
+    code, out, _ = cli("cache", root.root, "verify")
+    assert code == 1 and f"bad: {fifo}: not a regular file" in out
+    code, out, _ = cli("cache", root.root, "verify", "--remove")
+    assert code == 0 and not os.path.lexists(fifo)

@@ -49,8 +49,9 @@ def test_values_are_deterministic(value):
 
 
 def test_types_are_distinguished():
-    tokens = [tokenize(v) for v in (1, 1.0, True, "1", b"1", (1,), [1], {1}, np.int64(1), np.float32(1))]
+    tokens = [tokenize(v) for v in (1, 1.0, True, "1", b"1", (1,), [1], {1}, np.array(1), np.array([1]))]
     assert len(set(tokens)) == len(tokens)
+    assert tokenize(np.int64(1)) == tokenize(1) and tokenize(np.float32(1)) == tokenize(1.0)  # scalars they equal
 
 
 def test_containers_are_canonical():

@@ -425,3 +425,129 @@ def test_folders_that_cannot_be_fields_are_not_listed(tmp_path):
     planted.mkdir(parents=True)
     shutil.copyfile(store.path("f", TOKENS[0]), planted / f"{TOKENS[0]}.h5")
     assert [(field, token) for field, token, *_ in store.entries()] == [("f", TOKENS[0])]
+
+
+# --- parameters are frozen when the pipeline is built ------------------------------------------------
+
+
+SHIFTS = {"all": np.zeros(3)}
+
+
+class Weighted(Source):
+    _weights: np.ndarray
+    _shifts: dict = SHIFTS
+
+    @meta
+    def ids():
+        return ["a", "b"]
+
+    def total(id, _weights, _shifts):
+        return float((_weights + _shifts["all"]).sum()) + len(id)
+
+    def weights(id, _weights):
+        return _weights
+
+
+def test_an_array_parameter_changed_in_place_after_building_changes_neither_value_nor_key(tmp_path):
+    weights = np.array([1.0, 2.0, 3.0])
+    cached = Weighted(weights=weights) >> CacheToDisk(tmp_path / "root", ["total"])
+    key = cached.total.delayed("a").key
+    weights[0] = 100.0  # in place, after the pipeline was built, before anything was computed
+    assert cached.total("a") == 7.0 and cached.total.delayed("a").key == key
+    again = Weighted(weights=np.array([1.0, 2.0, 3.0])) >> CacheToDisk(tmp_path / "root", ["total"])
+    assert again.total.delayed("a").key == key and again.total("a") == 7.0  # the entry means what its key says
+    changed = Weighted(weights=weights)
+    assert changed.total.delayed("a").key != key and changed.total("a") == 106.0  # the new array: a new key
+    inside = Weighted(weights=weights).weights("a")
+    assert not inside.flags.writeable and inside is not weights and weights.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        inside[0] = 0
+    SHIFTS["all"] += 1  # an array in a default, changed in place after the layer was built
+    assert cached.total("b") == 7.0 and Weighted(weights=np.array([1.0, 2.0, 3.0])).total("b") == 10.0
+
+
+# --- keys and enums: equal keys name one entry, unequal ones never share it ----------------------------
+
+MODES = '''
+import enum
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+class Color(str, enum.Enum):
+    RED = "red"
+
+class Access(enum.Flag):
+    READ = 1
+    WRITE = 2
+
+class Mode(enum.Enum):
+    FAST = 1
+
+class Speed(enum.Enum):
+    FAST = 1
+'''
+
+KEYS = '''
+import sys
+sys.path.insert(0, sys.argv[1])
+import modes
+from connectome_dask import Source
+
+class Tuned(Source):
+    _mode: object
+
+    def value(id, _mode):
+        return (id, _mode)
+
+members = [modes.Level.LOW, modes.Level.HIGH, modes.Color.RED, modes.Access.READ,
+           modes.Access.READ | modes.Access.WRITE, modes.Mode.FAST, modes.Speed.FAST]
+print(" ".join(Tuned(mode=m).value.delayed("a").key for m in members))
+'''
+
+
+def test_enum_parameters_hash_by_class_and_value(tmp_path):
+    (tmp_path / "modes.py").write_text(MODES)
+    (tmp_path / "keys.py").write_text(KEYS)
+
+    def keys(seed):
+        out = subprocess.run([sys.executable, str(tmp_path / "keys.py"), str(tmp_path)], capture_output=True,
+                             text=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        return out.stdout.split()
+
+    first = keys("1")
+    assert len(set(first)) == 7  # members, classes with equal values (Mode.FAST, Speed.FAST): all apart
+    assert keys("2") == first  # another process, another hash seed: the same keys
+    (tmp_path / "modes.py").write_text(MODES.replace("HIGH = 2", "HIGH = 3"))
+    edited = keys("1")
+    assert edited[0] != first[0] and edited[1] != first[1]  # the edited class: new keys for its members
+    assert edited[2:] == first[2:]
+
+
+def test_numpy_scalar_keys_name_the_entries_of_the_python_scalars_they_equal(tmp_path, counter):
+    class Echo(Source):
+        _count: object
+
+        @meta
+        def ids():
+            return np.arange(3)
+
+        def echo(id, _count):
+            _count(f"{id!r}")
+            return f"{id}"
+
+    root = tmp_path / "root"
+    ds = Echo(count=counter) >> CacheToDisk(root, ["echo"])
+    equal = [(np.int64(1), 1), (np.uint8(2), 2), (np.str_("a"), "a"), (np.float64(0.5), 0.5),
+             (np.float32(0.25), 0.25), (np.bool_(True), True)]
+    assert ds.echo.delayed((np.int64(4), np.str_("b"))).key == ds.echo.delayed((4, "b")).key  # inside keys too
+    for numpy_key, python_key in equal:
+        assert ds.echo.delayed(numpy_key).key == ds.echo.delayed(python_key).key
+        assert ds.echo(numpy_key) == ds.echo(python_key) == f"{python_key}"
+    assert counter.count() == len(equal)  # the Python key read the entry its NumPy twin stored
+    assert len(list(HDF5Store(root).entries())) == len(equal)
+    assert ds.echo(ds.ids[0]) == ds.echo(0) == "0" and counter.count() == len(equal) + 1  # an id as `ids` yields it
+    apart = [3, 3.0, True, 1, np.float32(0.1), 0.1, "3", b"3"]  # equal or not, their code sees them differently
+    assert [ds.echo(key) for key in apart] == [f"{key}" for key in apart]
+    assert len({ds.echo.delayed(key).key for key in apart}) == len(apart)

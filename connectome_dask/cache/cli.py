@@ -5,6 +5,11 @@ environment, e.g. ``AWS_*`` or fsspec's ``FSSPEC_S3_ENDPOINT_URL``).
 Commands: ``list`` (entries and bytes per field), ``verify`` (read every entry, check its checksum,
 say why a bad one is bad; ``--remove`` deletes them), ``delete`` (by field and/or age; ``--dry-run``).
 Listing touches only directory entries (``os.scandir``), so it stays fast on 100,000 entries.
+In a folder root every command works inside the root only: it lists regular files in the root's own field and fan-out
+folders, never follows a symbolic link (a linked field or fan-out folder is skipped; a link or FIFO at
+an entry's name is a bad entry for ``verify`` and removed as itself, never its target), and unlinks
+through folders opened without following links. ``delete`` removes the temporary files of killed
+writers (older than an hour) that match its ``--field`` and ``--older-than``.
 Never imports dask. Exit codes: 0 ok (also after ``verify --remove`` removed every bad entry),
 1 bad entries left, 2 a usage error, an unknown field or a folder that is not a cache root.
 """
@@ -61,7 +66,7 @@ def parser(prog=None):
                         help="delete the bad entries (they are recomputed on next use); exit 0 when all are gone")
     delete = sub.add_parser("delete", help="remove entries by field and/or age",
                             description="Remove entries. Choose --all, or --field and/or --older-than (both: "
-                            "entries matching both). Temporary files of killed writers older than an hour go too.")
+                            "entries matching both). Temporary files of killed writers (older than an hour) that match go too.")
     delete.add_argument("--all", action="store_true", help="every entry of the root")
     delete.add_argument("--field", metavar="NAME", help="only entries of this field (an unknown field is an error)")
     delete.add_argument("--older-than", type=_age, metavar="AGE",
@@ -127,15 +132,47 @@ def _problem(store, path, field, token):
     return None
 
 
+def _what(path):
+    """What a file that is not an entry is (never opened, never followed)."""
+    return f"a symbolic link to {os.readlink(path)}" if os.path.islink(path) else "not a regular file"
+
+
+def _remove(store, field, token, path):
+    """Delete the file at ``path``: an object of a URL root by its entry's name; in a folder, unlink it
+    (``root/<field>/<prefix>/<name>``) without following a symbolic link on the way: the folders are
+    opened with ``O_NOFOLLOW`` from the root down, so a folder replaced by a link after the listing is
+    refused, and a link at ``path`` is removed itself, never its target. An ``OSError`` (the file
+    already gone, such a link) is printed and the command goes on."""
+    if isinstance(store, RemoteStore):
+        store.delete(field, token)
+        return
+    root = store.root
+    *folders, name = os.path.relpath(path, root).split(os.sep)
+    fd = None
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        for folder in folders:
+            inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        os.unlink(name, dir_fd=fd)
+    except OSError as e:
+        print(f"cannot remove {path}: {e}", file=sys.stderr)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def _verify(store, args):
     checked, bad = 0, 0
-    for field, token, path, _, _ in store.entries():
+    found = [(field, token, path, _problem(store, path, field, token)) for field, token, path, _, _ in store.entries()]
+    found += [(field, token, path, _what(path)) for field, token, path, _, _ in store.files("other")]
+    for field, token, path, reason in found:
         checked += 1
-        reason = _problem(store, path, field, token)
         if reason is not None:
             bad += 1
             if args.remove:
-                store.delete(field, token)
+                _remove(store, field, token, path)
             print(f"{'removed' if args.remove else 'bad'}: {path}: {reason}")
     removed = " (removed)" if args.remove and bad else ""
     print(f"checked {plural(checked, 'entry', 'entries')}: {plural(bad, 'bad entry', 'bad entries')}{removed}")
@@ -146,22 +183,23 @@ def _delete(store, args):
     if not (args.all or args.field or args.older_than):
         print("delete: choose --all, --field NAME and/or --older-than AGE", file=sys.stderr)
         return 2
-    entries = list(store.entries())
+    entries = list(store.entries()) + list(store.files("other"))
     if args.field and args.field not in {field for field, *_ in entries}:
         known = sorted({field for field, *_ in entries})
         print(f"delete: no field {args.field!r} in {store.root}; its fields: {', '.join(known) or 'none'}",
               file=sys.stderr)
         return 2
-    removed = 0
-    for field, token, path, _, mtime in entries:
-        if (args.field and field != args.field) or (args.older_than and mtime >= args.older_than):
-            continue
-        removed += 1
-        print(f"{'would remove' if args.dry_run else 'removed'} {path}")
-        if not args.dry_run:
-            store.delete(field, token)
-    for path in store.temporaries():
-        if not args.dry_run and os.path.getmtime(path) < time.time() - 3600:
-            os.unlink(path)
-    print(f"{plural(removed, 'entry', 'entries')} {'to remove' if args.dry_run else 'removed'}")
+    stale = time.time() - 3600  # a temporary file younger than an hour may be a live writer's
+    temporaries = [t for t in store.temporaries() if t[4] < stale]
+    removed = {"entry": 0, "temporary": 0}
+    for kind, files in (("entry", entries), ("temporary", temporaries)):
+        for field, token, path, _, mtime in files:
+            if (args.field and field != args.field) or (args.older_than and mtime >= args.older_than):
+                continue
+            print(f"{'would remove' if args.dry_run else 'removed'} {path}")
+            if not args.dry_run:
+                _remove(store, field, token, path)
+            removed[kind] += 1
+    temporary = f" and {plural(removed['temporary'], 'temporary file')} of killed writers" if removed["temporary"] else ""
+    print(f"{plural(removed['entry'], 'entry', 'entries')}{temporary} {'to remove' if args.dry_run else 'removed'}")
     return 0

@@ -148,29 +148,44 @@ class HDF5Store(Store):
             warnings.warn(message, CacheWarning, stacklevel=stacklevel)
 
     def entries(self):
-        """``(field, token, path, size, mtime)`` of every entry, without opening any file (folders that
-        cannot be fields are not listed)."""
-        for field in _scandir(self.root):
-            if not field.is_dir() or _name_problem(field.name):
-                continue
-            for prefix in _scandir(field.path):
-                if not prefix.is_dir():
-                    continue
-                for entry in _scandir(prefix.path):
-                    if entry.name.endswith(".h5") and not entry.name.startswith("."):
-                        try:
-                            info = entry.stat()
-                        except FileNotFoundError:  # deleted while listed
-                            continue
-                        yield field.name, entry.name[:-3], entry.path, info.st_size, info.st_mtime
+        """``(field, token, path, size, mtime)`` of every entry, without opening any file: regular
+        files only, in field and fan-out folders that are folders of the root (symbolic links are
+        never followed; folders that cannot be fields are not listed)."""
+        return self.files("entry")
 
     def temporaries(self):
-        """Paths of temporary files left by killed writers."""
+        """``(field, token, path, size, mtime)`` of the temporary files of writers (killed ones, or live)."""
+        return self.files("temporary")
+
+    def files(self, kind):
+        """``(field, token, path, size, mtime)`` of the files of one ``kind`` inside the root: ``"entry"``
+        (``<token>.h5`` regular files), ``"temporary"`` (``.<token>.<random>.tmp`` regular files) or
+        ``"other"`` (what else sits at an entry's name: a symbolic link, a FIFO; listed, not followed,
+        so that the CLI can remove it as itself). Entries that vanish while listed are skipped."""
         for field in _scandir(self.root):
-            if field.is_dir():
-                for prefix in _scandir(field.path):
-                    if prefix.is_dir():
-                        yield from (e.path for e in _scandir(prefix.path) if e.name.endswith(".tmp"))
+            if _name_problem(field.name) or not field.is_dir(follow_symlinks=False):
+                continue
+            for prefix in _scandir(field.path):
+                if len(prefix.name) != 1 or not prefix.is_dir(follow_symlinks=False):
+                    continue
+                for entry in _scandir(prefix.path):
+                    name = entry.name
+                    if name.endswith(".h5") and not name.startswith("."):
+                        token = name[:-3]
+                    elif name.startswith(".") and name.endswith(".tmp"):
+                        token = name[1:].split(".", 1)[0]
+                    else:
+                        continue
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:  # deleted while listed
+                        continue
+                    if stat.S_ISREG(info.st_mode):
+                        found = "temporary" if name[0] == "." else "entry"
+                    else:
+                        found = "other" if name[0] != "." else None
+                    if found == kind:
+                        yield field.name, token, entry.path, info.st_size, info.st_mtime
 
     def verify(self, field, token):
         """Whether the entry reads back with a valid digest."""
@@ -220,14 +235,9 @@ def _digest_array(field, token, arr):
 def _write_plain(tmp, value, field, token):
     """Write a plain array entry with h5py's low-level API: the same file ``encode`` makes (the
     dataset ``value`` with ``t=b"array"``, the root attribute ``header``), without the per-object
-    overhead of the high-level one."""
+    overhead of the high-level one; property lists, spaces and types are made once per process."""
     h5py = _h5py()
-    h5f, h5p = h5py.h5f, h5py.h5p
-    fapl = h5p.create(h5p.FILE_ACCESS)
-    fapl.set_file_locking(False, True)
-    fapl.set_libver_bounds(h5f.LIBVER_LATEST, h5f.LIBVER_LATEST)
-    fapl.set_fclose_degree(h5f.CLOSE_STRONG)  # closing the file closes (and flushes) every object in it
-    fid = h5f.create(os.fsencode(tmp), h5f.ACC_TRUNC, fapl=fapl)
+    fid = h5py.h5f.create(os.fsencode(tmp), h5py.h5f.ACC_TRUNC, fapl=_types()["write"])
     try:
         _fill_plain(fid, value, field, token)
     finally:
@@ -237,16 +247,14 @@ def _write_plain(tmp, value, field, token):
 def _fill_plain(fid, value, field, token):
     """The nodes of a plain array entry, written into the open, empty file ``fid``."""
     h5py = _h5py()
-    h5s, h5t = h5py.h5s, h5py.h5t
+    h5s, types = h5py.h5s, _types()
     arr = np.require(value, requirements="C")
     digest = _digest_array(field, token, arr)
-    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-    dcpl.set_obj_track_times(False)  # as h5py's create_dataset: the file depends on the value only
-    space = h5s.create(h5s.SCALAR) if arr.ndim == 0 else h5s.create_simple(arr.shape)
-    dataset = h5py.h5d.create(fid, b"value", h5t.py_create(arr.dtype, logical=1), space, dcpl=dcpl)
-    tag = h5py.h5a.create(dataset, b"t", _types()["tag"], h5s.create(h5s.SCALAR))
-    tag.write(np.array(b"array", "S5"))
-    header = h5py.h5a.create(fid, b"header", _types()["header"], h5s.create_simple((4,)))
+    space = types["scalar"] if arr.ndim == 0 else h5s.create_simple(arr.shape)
+    dataset = h5py.h5d.create(fid, b"value", _file_type(arr.dtype), space, dcpl=types["dataset"])
+    tag = h5py.h5a.create(dataset, b"t", types["tag"], types["scalar"])
+    tag.write(types["array"])
+    header = h5py.h5a.create(fid, b"header", types["header"], types["four"])
     header.write(_header(digest.words(), True))
     if arr.size:  # the payload last: every piece of metadata lies before it (one ranged read gets them all)
         dataset.write(h5s.ALL, h5s.ALL, arr)
@@ -256,13 +264,31 @@ _TYPES = {}
 
 
 def _types():
-    """HDF5 types and the readers' file access property list, made once per process."""
+    """HDF5 types, spaces and property lists of the writers and readers, made once per process."""
     if not _TYPES:
         h5py = _h5py()
-        read = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        h5f, h5p, h5s = h5py.h5f, h5py.h5p, h5py.h5s
+        read = h5p.create(h5p.FILE_ACCESS)
         read.set_file_locking(False, True)
-        _TYPES.update(tag=h5py.h5t.py_create(np.dtype("S5")), header=h5py.h5t.py_create(np.dtype("<u8")), read=read)
+        write = h5p.create(h5p.FILE_ACCESS)
+        write.set_file_locking(False, True)
+        write.set_libver_bounds(h5f.LIBVER_LATEST, h5f.LIBVER_LATEST)
+        write.set_fclose_degree(h5f.CLOSE_STRONG)  # closing the file closes (and flushes) every object in it
+        dataset = h5p.create(h5p.DATASET_CREATE)
+        dataset.set_obj_track_times(False)  # as h5py's create_dataset: the file depends on the value only
+        _TYPES.update(tag=h5py.h5t.py_create(np.dtype("S5")), header=h5py.h5t.py_create(np.dtype("<u8")), read=read,
+                      write=write, dataset=dataset, scalar=h5s.create(h5s.SCALAR), four=h5s.create_simple((4,)),
+                      array=np.array(b"array", "S5"))
     return _TYPES
+
+
+def _file_type(dtype):
+    """The HDF5 type of a plain array's dataset (memoized per dtype)."""
+    key = ("dtype", dtype)
+    found = _TYPES.get(key)
+    if found is None:
+        found = _TYPES[key] = _h5py().h5t.py_create(dtype, logical=1)
+    return found
 
 
 def _read(path, field, token, allow_pickle):

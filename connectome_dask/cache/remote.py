@@ -290,7 +290,12 @@ class RemoteStore(Store):
                 yield (*entry, self.url(path), info.get("size", 0), _mtime(info))
 
     def temporaries(self):
-        return ()  # nothing is written but whole objects
+        return self.files("temporary")
+
+    def files(self, kind):
+        """As ``HDF5Store.files``: ``"entry"`` lists the entries; there are no ``"temporary"`` files (objects
+        are published whole) and no ``"other"`` ones (what sits at an entry's name is an object)."""
+        return self.entries() if kind == "entry" else ()
 
     def problem(self, field, token):
         """Why the entry is bad (unreadable, corrupt), or None if it reads back with a valid digest."""

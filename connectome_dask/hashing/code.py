@@ -55,7 +55,7 @@ from ..exceptions import HashingError
 __all__ = ["fingerprint", "identify", "content", "reached_names", "is_stable", "is_unstable", "HASH_SCHEME",
            "reference", "unstable_module"]
 
-HASH_SCHEME = 2
+HASH_SCHEME = 3  # 3: NumPy scalars hash as the Python scalars they equal; enums by class name + value
 _PREFIX = f"py{sys.version_info[0]}.{sys.version_info[1]}/scheme{HASH_SCHEME}"
 _FORCED = weakref.WeakKeyDictionary()
 _CODE_MEMO = {}

@@ -14,6 +14,14 @@ installed ones by name and version), and objects with a ``__dask_tokenize__`` or
 otherwise :class:`HashingError` — never a random token (a false miss) nor a partial one (a stale
 hit). Inside a code fingerprint (a global, closure cell or default of user code) such an object is
 hashed the way pickle sees it instead (``code`` module).
+
+Equal keys, one token: a NumPy scalar hashes as the Python scalar it equals exactly (``np.int64(3)``
+as ``3``, ``np.float32(0.5)`` and ``np.float64(0.5)`` as ``0.5``, ``np.str_("a")`` as ``"a"``,
+``np.True_`` as ``True``), so keys from ``np.arange`` or a pandas column name the same entries as
+Python ones. Python scalars of different types stay apart although ``3 == 3.0 == True``: code sees
+them differently (``f"{key}"`` gives ``3``, ``3.0``, ``True``), so one must not be served the other's
+value. An enum member hashes as its class (its qualified name and content: editing the class gives
+new tokens, two classes never share them) and its value.
 """
 
 import dataclasses
@@ -89,6 +97,10 @@ def tokenize(value, *, what=None):
         return digest(b"s" + value.encode("utf-8", "surrogatepass"))
     if t is int:
         return digest(b"i%d" % value)
+    if t.__module__ == "numpy":
+        scalar = _python_scalar(value)
+        if scalar is not None:
+            return tokenize(scalar, what=what)
     out = []
     _encode(value, out, what, set())
     return digest(b"".join(out))
@@ -173,8 +185,8 @@ def _other(obj, out, what, active):
         _encode(obj.as_posix(), out, what, active)
         return
     if isinstance(obj, enum.Enum):
-        out.append(b"E" + fingerprint(t).encode())
-        _encode(obj.name, out, what, active)
+        out.append(b"E" + t.__qualname__.encode() + b":" + fingerprint(t).encode())
+        _encode(obj.value, out, what, active)
         return
     if isinstance(obj, (slice, range)):
         out.append(b"S" if isinstance(obj, slice) else b"G")
@@ -212,7 +224,24 @@ def _builtin_base(obj):
     return obj
 
 
+def _python_scalar(obj):
+    """The Python scalar that NumPy scalar ``obj`` equals exactly, else None (datetimes, voids, a
+    ``longdouble`` that ``float`` would round)."""
+    np = _numpy()
+    if not isinstance(obj, (np.bool_, np.number, np.str_, np.bytes_)):
+        return None
+    if isinstance(obj, (np.longdouble, np.clongdouble)):  # .item() keeps these NumPy types
+        value = complex(obj) if isinstance(obj, np.clongdouble) else float(obj)
+        return value if type(obj)(value) == obj else None
+    return obj.item()
+
+
 def _numpy_value(np, obj, out, what, active):
+    if isinstance(obj, np.generic):
+        value = _python_scalar(obj)
+        if value is not None:
+            _encode(value, out, what, active)
+            return
     arr = np.asarray(obj)
     kind = b"a" if isinstance(obj, np.ndarray) else b"g"
     out.append(kind + arr.dtype.str.encode() + b"|" + repr(arr.shape).encode() + b"|")

@@ -4,9 +4,15 @@
 The class body is read once by ``declare.LayerMeta`` into ``cls.__layer_spec__``; an instance
 holds only that spec and its external parameter values, so it pickles as ``(class, values)``
 (the class by reference when importable, by value through cloudpickle otherwise).
+
+Parameter values are frozen when the layer is built (:func:`frozen`): a NumPy array is copied and
+made read-only, lists and dicts are copied, so changing the caller's object in place later cannot
+change what the layer computes nor what its cache keys (tokens, memoized per node) mean.
 """
 
 import inspect
+
+import numpy as np
 
 from ..declare import LayerMeta, read_inline
 from ..plan import check_cycles, connect_source, connect_transform
@@ -143,12 +149,30 @@ def _bind_parameters(spec, args, kwargs):
             missing.append(e.argument)
         else:
             values[e.name] = e.default
+    values = {name: frozen(value) for name, value in values.items()}
     if kwargs:
         raise TypeError(f"{spec.name}() got unexpected arguments {sorted(kwargs)}; "
                         f"it takes {[e.argument for e in externals]}")
     if missing:
         raise TypeError(f"{spec.name}() missing required arguments {missing}")
     return values
+
+
+def frozen(value, _inside=()):
+    """``value`` safe from in-place changes by its caller: NumPy arrays copied and made read-only (also
+    inside lists, tuples and dicts, which are copied); other values as they are. (A container that
+    holds itself is left as it is: hashing it raises ``HashingError``.)"""
+    kind = type(value)
+    if isinstance(value, np.ndarray):
+        value = np.array(value)  # a copy, of the base class (a memmap's data in memory)
+        value.flags.writeable = False
+    elif kind in (list, tuple, dict) and id(value) not in _inside:
+        inside = (*_inside, id(value))
+        if kind is dict:
+            value = {key: frozen(item, inside) for key, item in value.items()}
+        else:
+            value = kind(frozen(item, inside) for item in value)
+    return value
 
 
 def _signature(spec):
