@@ -184,8 +184,9 @@ def volumes(lib, folder):
     return Volumes(folder=folder)
 
 
-def preprocessing(lib, folder, root=None):
-    """``volumes`` >> Zoom >> Normalize >> Crop (>> ``CacheToDisk.simple('image', 'mask')`` at ``root``)."""
+def preprocessing(lib, folder, root=None, **cache_options):
+    """``volumes`` >> Zoom >> Normalize >> Crop (>> ``CacheToDisk.simple('image', 'mask', **cache_options)``
+    at ``root``)."""
     c = load(lib)
 
     class Zoom(c.Transform):
@@ -215,5 +216,5 @@ def preprocessing(lib, folder, root=None):
 
     pipeline = volumes(lib, folder) >> Zoom() >> Normalize() >> Crop()
     if root is not None:
-        pipeline = pipeline >> c.CacheToDisk.simple("image", "mask", root=root)
+        pipeline = pipeline >> c.CacheToDisk.simple("image", "mask", root=root, **cache_options)
     return pipeline

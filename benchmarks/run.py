@@ -35,7 +35,7 @@ CONNECTOME_PYTHON = os.path.join(HERE, ".connectome-venv", "bin", "python")
 LIBS = ("connectome_dask", "connectome", "raw")
 CASES = {"eager": LIBS, "ram_hit": LIBS, "disk": LIBS, "graph": ("connectome_dask", "raw"), "persist": LIBS,
          "stamps": ("connectome_dask", "raw"), "torch_loader": ("connectome_dask", "raw"),
-         "first_call": ("connectome_dask",)}
+         "first_call": ("connectome_dask",), "s3": ("connectome_dask", "raw")}
 SHORT = {"connectome_dask": "cd", "connectome": "cn", "raw": "raw"}
 
 

@@ -1,10 +1,11 @@
 """``connectome-dask cache ROOT COMMAND`` (or ``python -m connectome_dask cache ...``): inspect and
-clean an HDF5 cache root.
+clean an HDF5 cache root: a folder or a URL (``s3://bucket/prefix``: credentials and options from the
+environment, e.g. ``AWS_*`` or fsspec's ``FSSPEC_S3_ENDPOINT_URL``).
 
 Commands: ``list`` (entries and bytes per field), ``verify`` (read every entry, check its checksum,
 say why a bad one is bad; ``--remove`` deletes them), ``delete`` (by field and/or age; ``--dry-run``).
 Listing touches only directory entries (``os.scandir``), so it stays fast on 100,000 entries.
-Every command works inside the root only: it lists regular files in the root's own field and fan-out
+In a folder root every command works inside the root only: it lists regular files in the root's own field and fan-out
 folders, never follows a symbolic link (a linked field or fan-out folder is skipped; a link or FIFO at
 an entry's name is a bad entry for ``verify`` and removed as itself, never its target), and unlinks
 through folders opened without following links. ``delete`` removes the temporary files of killed
@@ -22,6 +23,7 @@ import time
 
 from ..exceptions import StoreError
 from .hdf5 import HDF5Store, _open_root, _read
+from .remote import RemoteStore, is_url
 
 __all__ = ["main", "parser"]
 
@@ -52,7 +54,7 @@ def parser(prog=None):
         prog=prog, description="Inspect and clean a connectome_dask HDF5 cache root (no dask needed).",
         epilog="Exit codes: 0 ok, 1 bad entries left by verify, 2 usage error, unknown field or not a cache root. "
                f"Example: {prog} ./cache delete --field image --older-than 30d --dry-run")
-    top.add_argument("root", help="the cache root: the folder given to CacheToDisk (holds connectome_dask.json)")
+    top.add_argument("root", help="the cache root: the folder or URL given to CacheToDisk (holds connectome_dask.json)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     listing = sub.add_parser("list", help="entries and bytes per field", description="Count the entries and "
                              "bytes of every field, from directory entries only (fast on 100,000 entries).")
@@ -81,6 +83,15 @@ def _program():
 
 def main(argv=None, prog=None):
     args = parser(prog).parse_args(argv)
+    if is_url(args.root) and not args.root.startswith("file://"):
+        try:
+            store = RemoteStore(args.root, create=False)
+            store._open_root(create=False)
+        except (StoreError, OSError) as e:
+            print(e, file=sys.stderr)
+            return 2
+        return {"list": _list, "verify": _verify, "delete": _delete}[args.command](store, args)
+    args.root = args.root[len("file://"):] if is_url(args.root) else args.root
     if not os.path.isdir(args.root):
         print(f"{args.root}: no such cache root (a folder given to CacheToDisk)", file=sys.stderr)
         return 2
@@ -110,8 +121,10 @@ def _list(store, args):
     return 0
 
 
-def _problem(path, field, token):
+def _problem(store, path, field, token):
     """Why the entry at ``path`` is bad, or None if it reads back with a valid digest."""
+    if isinstance(store, RemoteStore):
+        return store.problem(field, token)
     try:
         _read(path, field, token, allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - any unreadable entry is bad; the reason is reported
@@ -124,11 +137,16 @@ def _what(path):
     return f"a symbolic link to {os.readlink(path)}" if os.path.islink(path) else "not a regular file"
 
 
-def _remove(root, path):
-    """Unlink ``path`` (``root/<field>/<prefix>/<name>``) without following a symbolic link on the way:
-    the folders are opened with ``O_NOFOLLOW`` from the root down, so a folder replaced by a link after
-    the listing is refused, and a link at ``path`` is removed itself, never its target. An ``OSError``
-    (the file already gone, such a link) is printed and the command goes on."""
+def _remove(store, field, token, path):
+    """Delete the file at ``path``: an object of a URL root by its entry's name; in a folder, unlink it
+    (``root/<field>/<prefix>/<name>``) without following a symbolic link on the way: the folders are
+    opened with ``O_NOFOLLOW`` from the root down, so a folder replaced by a link after the listing is
+    refused, and a link at ``path`` is removed itself, never its target. An ``OSError`` (the file
+    already gone, such a link) is printed and the command goes on."""
+    if isinstance(store, RemoteStore):
+        store.delete(field, token)
+        return
+    root = store.root
     *folders, name = os.path.relpath(path, root).split(os.sep)
     fd = None
     try:
@@ -147,14 +165,14 @@ def _remove(root, path):
 
 def _verify(store, args):
     checked, bad = 0, 0
-    found = [(path, _problem(path, field, token)) for field, token, path, _, _ in store.entries()]
-    found += [(path, _what(path)) for _, _, path, _, _ in store.files("other")]
-    for path, reason in found:
+    found = [(field, token, path, _problem(store, path, field, token)) for field, token, path, _, _ in store.entries()]
+    found += [(field, token, path, _what(path)) for field, token, path, _, _ in store.files("other")]
+    for field, token, path, reason in found:
         checked += 1
         if reason is not None:
             bad += 1
             if args.remove:
-                _remove(store.root, path)
+                _remove(store, field, token, path)
             print(f"{'removed' if args.remove else 'bad'}: {path}: {reason}")
     removed = " (removed)" if args.remove and bad else ""
     print(f"checked {plural(checked, 'entry', 'entries')}: {plural(bad, 'bad entry', 'bad entries')}{removed}")
@@ -175,12 +193,12 @@ def _delete(store, args):
     temporaries = [t for t in store.temporaries() if t[4] < stale]
     removed = {"entry": 0, "temporary": 0}
     for kind, files in (("entry", entries), ("temporary", temporaries)):
-        for field, _, path, _, mtime in files:
+        for field, token, path, _, mtime in files:
             if (args.field and field != args.field) or (args.older_than and mtime >= args.older_than):
                 continue
             print(f"{'would remove' if args.dry_run else 'removed'} {path}")
             if not args.dry_run:
-                _remove(store.root, path)
+                _remove(store, field, token, path)
             removed[kind] += 1
     temporary = f" and {plural(removed['temporary'], 'temporary file')} of killed writers" if removed["temporary"] else ""
     print(f"{plural(removed['entry'], 'entry', 'entries')}{temporary} {'to remove' if args.dry_run else 'removed'}")

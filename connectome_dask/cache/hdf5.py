@@ -237,22 +237,27 @@ def _write_plain(tmp, value, field, token):
     dataset ``value`` with ``t=b"array"``, the root attribute ``header``), without the per-object
     overhead of the high-level one; property lists, spaces and types are made once per process."""
     h5py = _h5py()
+    fid = h5py.h5f.create(os.fsencode(tmp), h5py.h5f.ACC_TRUNC, fapl=_types()["write"])
+    try:
+        _fill_plain(fid, value, field, token)
+    finally:
+        fid.close()
+
+
+def _fill_plain(fid, value, field, token):
+    """The nodes of a plain array entry, written into the open, empty file ``fid``."""
+    h5py = _h5py()
     h5s, types = h5py.h5s, _types()
     arr = np.require(value, requirements="C")
     digest = _digest_array(field, token, arr)
-    fid = h5py.h5f.create(os.fsencode(tmp), h5py.h5f.ACC_TRUNC, fapl=types["write"])
-    try:
-        space = types["scalar"] if arr.ndim == 0 else h5s.create_simple(arr.shape)
-        dataset = h5py.h5d.create(fid, b"value", _file_type(arr.dtype), space, dcpl=types["dataset"])
-        if arr.size:
-            dataset.write(h5s.ALL, h5s.ALL, arr)
-        tag = h5py.h5a.create(dataset, b"t", types["tag"], types["scalar"])
-        tag.write(types["array"])
-        header = h5py.h5a.create(fid, b"header", types["header"], types["four"])
-        header.write(_header(digest.words(), True))
-        del tag, header, dataset
-    finally:
-        fid.close()
+    space = types["scalar"] if arr.ndim == 0 else h5s.create_simple(arr.shape)
+    dataset = h5py.h5d.create(fid, b"value", _file_type(arr.dtype), space, dcpl=types["dataset"])
+    tag = h5py.h5a.create(dataset, b"t", types["tag"], types["scalar"])
+    tag.write(types["array"])
+    header = h5py.h5a.create(fid, b"header", types["header"], types["four"])
+    header.write(_header(digest.words(), True))
+    if arr.size:  # the payload last: every piece of metadata lies before it (one ranged read gets them all)
+        dataset.write(h5s.ALL, h5s.ALL, arr)
 
 
 _TYPES = {}
@@ -298,26 +303,32 @@ def _read(path, field, token, allow_pickle):
             raise FileNotFoundError(path) from None
         raise
     try:
-        attr = h5py.h5a.open(fid, b"header")
-        if attr.shape != (4,) or attr.dtype != np.uint64:
-            raise StorageCorruption("no header of format 2 (an entry of an older version?)")
-        header = np.empty(4, np.uint64)
-        attr.read(header)
-        if header[0] != VERSION or header[1] > 1:
-            raise StorageCorruption(f"a header of format {header[0]}, this version reads {VERSION}")
-        if not header[1]:
-            return decode(fid, field, token, header[2:], allow_pickle)
-        dataset = h5py.h5d.open(fid, b"value")
-        if dataset.dtype.fields is not None or dataset.dtype.hasobject:
-            raise StorageCorruption("the plain flag on a dataset that is not a plain array")
-        value = np.empty(dataset.shape, dataset.dtype)
-        if value.size:
-            dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
-        if not _digest_array(field, token, value).matches(header[2:]):
-            raise StorageCorruption("digest mismatch")
-        return value
+        return _read_fid(fid, field, token, allow_pickle)
     finally:
         fid.close()
+
+
+def _read_fid(fid, field, token, allow_pickle):
+    """The value of the entry open as ``fid`` (an ``h5py.h5f.FileID``), its digest verified."""
+    h5py = _h5py()
+    attr = h5py.h5a.open(fid, b"header")
+    if attr.shape != (4,) or attr.dtype != np.uint64:
+        raise StorageCorruption("no header of format 2 (an entry of an older version?)")
+    header = np.empty(4, np.uint64)
+    attr.read(header)
+    if header[0] != VERSION or header[1] > 1:
+        raise StorageCorruption(f"a header of format {header[0]}, this version reads {VERSION}")
+    if not header[1]:
+        return decode(fid, field, token, header[2:], allow_pickle)
+    dataset = h5py.h5d.open(fid, b"value")
+    if dataset.dtype.fields is not None or dataset.dtype.hasobject:
+        raise StorageCorruption("the plain flag on a dataset that is not a plain array")
+    value = np.empty(dataset.shape, dataset.dtype)
+    if value.size:
+        dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
+    if not _digest_array(field, token, value).matches(header[2:]):
+        raise StorageCorruption("digest mismatch")
+    return value
 
 
 def _store(root, compression, serializer):

@@ -111,22 +111,34 @@ def _parents(path):
 
 def _check_marker(root, marker):
     """Accept a marker of this format (an older version's is upgraded), else ``ForeignRoot``."""
-    fix = (f"if {root} is a connectome_dask cache, write {json.dumps(FORMAT)} into {marker}; else choose "
-           "another root")
     try:
-        with open(marker) as f:
-            found = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ForeignRoot(f"{root}: unreadable cache marker {MARKER} ({e}); {fix}") from None
+        with open(marker, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise ForeignRoot(f"{root}: unreadable cache marker {MARKER} ({e}); {_marker_fix(root, marker)}") from None
+    if marker_version(root, marker, text) < VERSION:  # its entries are misses, replaced as they are recomputed
+        _write_marker(root, required=False)
+
+
+def _marker_fix(root, marker):
+    return f"if {root} is a connectome_dask cache, write {json.dumps(FORMAT)} into {marker}; else choose another root"
+
+
+def marker_version(root, marker, text):
+    """The format version of the marker ``text`` (bytes) of ``root``: ``ForeignRoot`` if it is not
+    a connectome_dask marker or is of a newer version (module docstring of ``hdf5``: older ones)."""
+    try:
+        found = json.loads(text)
+    except ValueError as e:
+        raise ForeignRoot(f"{root}: unreadable cache marker {MARKER} ({e}); {_marker_fix(root, marker)}") from None
     version = found.get("version") if isinstance(found, dict) else None
     if not isinstance(found, dict) or found.get("format") != FORMAT["format"] or type(version) is not int:
         raise ForeignRoot(f"{root}: the marker {MARKER} holds {json.dumps(found)[:100]}, not a connectome_dask "
-                          f"cache marker; {fix}")
+                          f"cache marker; {_marker_fix(root, marker)}")
     if version > VERSION:
         raise ForeignRoot(f"{root} holds a cache of format {found}, this version reads {FORMAT}; "
                           "use another root or upgrade connectome_dask")
-    if version < VERSION:  # its entries are misses, replaced as they are recomputed (module docstring)
-        _write_marker(root, required=False)
+    return version
 
 
 def _is_marker_tmp(name):

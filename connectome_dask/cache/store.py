@@ -30,7 +30,7 @@ import weakref
 
 from ..hashing import combine
 
-__all__ = ["Store", "MISSING", "as_store", "DictStore", "local"]
+__all__ = ["Store", "MISSING", "as_store", "DictStore", "local", "config_token"]
 
 
 class _Missing:
@@ -83,15 +83,21 @@ class Store(abc.ABC):
     @property
     def token(self):
         """The store's identity. Default: the type and a digest of the pickled configuration;
-        override it when pickling is not a pure function of where the entries live."""
-        kind = f"{type(self).__module__}.{type(self).__qualname__}"
-        try:
-            data = pickle.dumps(self, protocol=4)
-        except (pickle.PicklingError, AttributeError, TypeError):  # a class pickled by value
-            import cloudpickle
+        override it when pickling is not a pure function of where the entries live (or holds
+        secrets: :func:`config_token` of what identifies them)."""
+        return config_token(type(self), self)
 
-            data = cloudpickle.dumps(self, protocol=4)
-        return combine("store", kind, hashlib.blake2b(data, digest_size=16).hexdigest())
+
+def config_token(cls, config):
+    """The token of a store of class ``cls`` configured by ``config`` (a picklable object)."""
+    kind = f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        data = pickle.dumps(config, protocol=4)
+    except (pickle.PicklingError, AttributeError, TypeError):  # a class pickled by value
+        import cloudpickle
+
+        data = cloudpickle.dumps(config, protocol=4)
+    return combine("store", kind, hashlib.blake2b(data, digest_size=16).hexdigest())
 
 
 class DictStore(Store):
@@ -120,18 +126,21 @@ class DictStore(Store):
         return DictStore, (self.mapping, self.uid)
 
 
-def as_store(obj):
-    """The store for ``obj``: a ``Store`` is itself; a ``str`` or path is an ``HDF5Store`` root;
-    a ``dict`` (or any mutable mapping) becomes a ``DictStore``."""
+def as_store(obj, **options):
+    """The store for ``obj``: a ``Store`` is itself; a ``str`` or path is an ``HDF5Store`` root, an
+    fsspec URL (``s3://bucket/prefix``, ``memory://...``) a ``RemoteStore`` root (``options``:
+    ``storage_options``, ``local``, ``compression``, ``serializer``, ``layer``; see
+    :func:`~connectome_dask.cache.remote.open_root`); a ``dict`` (or any mutable mapping) becomes a
+    ``DictStore``."""
     if isinstance(obj, Store):
         return obj
     if isinstance(obj, (str, os.PathLike)):
-        from .hdf5 import HDF5Store
+        from .remote import open_root
 
-        return HDF5Store(obj)
+        return open_root(obj if isinstance(obj, str) else os.fspath(obj), **options)
     if hasattr(obj, "__getitem__") and hasattr(obj, "__setitem__"):
         return DictStore(obj)
-    raise TypeError(f"cannot use {type(obj).__name__} as a cache store; pass a folder, a dict or a Store")
+    raise TypeError(f"cannot use {type(obj).__name__} as a cache store; pass a folder, a URL, a dict or a Store")
 
 
 # --- the stores of this process ----------------------------------------------------------------

@@ -11,7 +11,8 @@ that worker process's instance (:func:`~connectome_dask.cache.store.local`):
   share entries). All of them share the process's RAM budget and are freed with the last
   pipeline built with them. On a worker it is the worker's RAM (never ``Worker.data``).
 * ``CacheToDisk`` uses one store for every chain: an ``HDF5Store`` (a root folder and options; no
-  open handles) or any :class:`~connectome_dask.cache.store.Store` given instead of a root, so
+  open handles), a :class:`~connectome_dask.cache.remote.RemoteStore` (a URL root), or any
+  :class:`~connectome_dask.cache.store.Store` given instead of a root, so
   every worker writes entries straight into the shared root.
 
 At chain construction each cache layer checks that no cached field has an ``@impure`` ancestor
@@ -21,9 +22,9 @@ At chain construction each cache layer checks that no cached field has an ``@imp
 import dataclasses
 import weakref
 
-from ..cache.hdf5 import HDF5Store, check_field_name
 from ..cache.memory import MemoryStore, check_size
-from ..cache.store import Store, local
+from ..cache.root import check_field_name
+from ..cache.store import Store, as_store, local
 from ..exceptions import InvalidArgument
 from ..nodes import Cached, Input, walk
 from ..stamps import attach
@@ -160,6 +161,17 @@ def _ram(names, size, impure, store):
     return CacheToRam(names, size=size, impure=impure, store=store)
 
 
+def _root_store(layer, root, **options):
+    """The store of a cache root (``as_store``: a folder, a URL), or ``root`` itself if it is a
+    ``Store``: then it has its own options, and giving any raises ``InvalidArgument``."""
+    if not isinstance(root, Store):
+        return as_store(root, layer=layer, **options)
+    if any(value is not None for value in options.values()):
+        raise InvalidArgument(f"{layer}: serializer and compression (and storage_options, local) are options of the "
+                              f"store; pass them to the store itself, not with the store {root!r}")
+    return root
+
+
 class CacheToDisk(CacheLayer):
     """Persist field values as HDF5 files under ``root``: one immutable file per field × key,
     named by the field's token, published atomically (docs/cache-layout.md).
@@ -171,10 +183,12 @@ class CacheToDisk(CacheLayer):
     Parameters
     ----------
     root : str, os.PathLike or Store
-        The cache root, created if needed. A folder holding anything but a cache raises
-        :class:`~connectome_dask.cache.hdf5.ForeignRoot` (a ``FileNotFoundError``). A
-        :class:`~connectome_dask.cache.store.Store` instance is used as it is (its own options;
-        then ``serializer`` and ``compression`` must be left out): see docs/api.md, "Writing a store".
+        The cache root, created if needed: a folder, or an fsspec URL (``s3://bucket/prefix``,
+        ``gs://...``, ``memory://...``; see docs/clusters.md, "No shared file system"). A root holding
+        anything but a cache raises :class:`~connectome_dask.cache.hdf5.ForeignRoot` (a
+        ``FileNotFoundError``). A :class:`~connectome_dask.cache.store.Store` instance is used as it
+        is (its own options; then ``serializer``, ``compression``, ``storage_options`` and ``local``
+        must be left out): see docs/api.md, "Writing a store".
     names : str or list of str
         Fields to cache. None caches nothing (connectome's rule); unknown names are ignored. A name
         that cannot be a folder name (``""``, ``".."``, ``"a/b"``, NUL, over 255 bytes) raises
@@ -190,6 +204,12 @@ class CacheToDisk(CacheLayer):
         Allow caching fields that depend on an ``@impure`` function (else ``ValueError``).
     labels : optional
         Accepted for connectome compatibility; not used.
+    storage_options : dict, optional
+        For a URL root: options of its fsspec file system (``key``, ``secret``,
+        ``client_kwargs={"endpoint_url": ...}``, ...). They travel with the tasks.
+    local : str or os.PathLike, optional
+        For a URL root: a node-local folder that keeps a copy of every entry read or written, served
+        from there afterwards (entries never change, so the copy never goes stale).
 
     Examples
     --------
@@ -213,24 +233,21 @@ class CacheToDisk(CacheLayer):
     ((1.0, 2.5), dtype('int16'))
     """
 
-    def __init__(self, root, names=None, *, serializer=None, compression=None, impure=False, labels=None):
+    def __init__(self, root, names=None, *, serializer=None, compression=None, impure=False, labels=None,
+                 storage_options=None, local=None):
         super().__init__(names, impure)
         for name in self._names or ():
             check_field_name(name, "CacheToDisk")
-        if isinstance(root, Store):
-            if serializer is not None or compression is not None:
-                raise InvalidArgument("CacheToDisk: serializer and compression are options of the store; pass them "
-                                      f"to the store itself, not with the store {root!r}")
-            self._store = root
-        else:
-            self._store = HDF5Store(root, compression=compression, serializer=serializer)
+        self._store = _root_store("CacheToDisk", root, compression=compression, serializer=serializer,
+                                  storage_options=storage_options, local=local)
         self._options = dict(labels=labels)
 
     @classmethod
-    def simple(cls, *names, root, serializer=None, compression=None, labels=None):
+    def simple(cls, *names, root, serializer=None, compression=None, labels=None, storage_options=None, local=None):
         """``CacheToDisk.simple('image', 'mask', root='cache/')``: connectome's form, the fields
         to cache as positional arguments (see the class docstring for the options)."""
-        return cls(root, names, serializer=serializer, compression=compression, labels=labels)
+        return cls(root, names, serializer=serializer, compression=compression, labels=labels,
+                   storage_options=storage_options, local=local)
 
     def _new_store(self):
         return self._store

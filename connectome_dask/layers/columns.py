@@ -20,15 +20,15 @@ graph two ids of one shard share the shard's task.
 import inspect
 import math
 
-from ..cache.hdf5 import HDF5Store, check_field_name
 from ..cache.memory import MemoryStore
+from ..cache.root import check_field_name
 from ..cache.store import MISSING, Store
 from ..evaluate import Evaluation, Symbolic
-from ..exceptions import DependencyError, InvalidArgument, UnknownKey
+from ..exceptions import DependencyError, UnknownKey
 from ..hashing import combine
 from ..nodes import Cached, Const, Input, Node, walk
 from ..routing import Table
-from .cache import CacheLayer
+from .cache import CacheLayer, _root_store
 
 __all__ = ["CacheColumns", "ShardStore", "Shard", "Pick"]
 
@@ -161,8 +161,9 @@ class CacheColumns(CacheLayer):
     index : str or None
         connectome's index folder; accepted for compatibility and not used (tokens address entries).
     storage : str, os.PathLike or Store
-        The cache root of the shards (an HDF5 cache root, as for ``CacheToDisk``), or a persistent
-        :class:`~connectome_dask.cache.store.Store` (then ``serializer`` and ``compression`` are its own).
+        The cache root of the shards: a folder or an fsspec URL, as for ``CacheToDisk`` (also
+        ``storage_options`` and ``local``), or a persistent :class:`~connectome_dask.cache.store.Store`
+        (then ``serializer``, ``compression``, ``storage_options`` and ``local`` are its own).
     serializer : optional
         A :mod:`connectome_dask.serializers` policy (default: native HDF5 types only); it judges
         each value of a shard.
@@ -201,7 +202,7 @@ class CacheColumns(CacheLayer):
     """
 
     def __init__(self, index, storage, serializer, names, *, verbose=False, shard_size=None, labels=None,
-                 impure=False, compression=None):
+                 impure=False, compression=None, storage_options=None, local=None):
         if names is None:
             raise ValueError("CacheColumns: name the fields to cache (an empty list caches nothing)")
         super().__init__(names, impure)
@@ -210,21 +211,19 @@ class CacheColumns(CacheLayer):
         if shard_size is not None and (isinstance(shard_size, bool) or shard_size == 1 or shard_size <= 0
                                        or not isinstance(shard_size, (int, float))):
             raise ValueError(f"CacheColumns: shard_size must be None, an int > 1 or a fraction, got {shard_size!r}")
-        if isinstance(storage, Store):
-            if serializer is not None or compression is not None:
-                raise InvalidArgument("CacheColumns: serializer and compression are options of the store; pass them "
-                                      f"to the store itself, not with the store {storage!r}")
-        else:
-            storage = HDF5Store(storage, compression=compression, serializer=serializer)
+        storage = _root_store("CacheColumns", storage, compression=compression, serializer=serializer,
+                              storage_options=storage_options, local=local)
         self._store, self._shards = storage, ShardStore(storage)
         self._shard_size, self._args = shard_size, (index, storage, None)
         self._options = dict(verbose=verbose, shard_size=shard_size, labels=labels)
 
     @classmethod
-    def simple(cls, *names, root, shard_size=None, serializer=None, compression=None):
+    def simple(cls, *names, root, shard_size=None, serializer=None, compression=None, storage_options=None,
+               local=None):
         """``CacheColumns.simple('label', 'spacing', root='cache/', shard_size=100)``: the short
         form, shards stored under ``root``."""
-        return cls(None, root, serializer, names, shard_size=shard_size, compression=compression)
+        return cls(None, root, serializer, names, shard_size=shard_size, compression=compression,
+                   storage_options=storage_options, local=local)
 
     def _prepare(self, prev):
         ids = prev.fields.get("ids")
