@@ -157,7 +157,9 @@ class RemoteStore(Store):
             raise ForeignRoot(f"{self.shown}: no cache root there (no {MARKER}; a root given to CacheToDisk has one)")
         else:
             # the marker itself may appear now: another process creating the root (the PUT is create-only)
-            others = [p for p in self._objects() if p != marker and _entry_of(p[len(self._path) + 1:]) is None]
+            # (and a LIST racing with that creation may name the root prefix itself, as a folder)
+            inside = [p for p in self._objects() if p.startswith(self._path + "/")]
+            others = [p for p in inside if p != marker and _entry_of(p[len(self._path) + 1:]) is None]
             if others:
                 raise ForeignRoot(f"{self.shown} is not empty and is not a connectome_dask cache (found "
                                   f"{[self.url(p) for p in others[:5]]}); choose an empty or new prefix as the root")
