@@ -75,6 +75,11 @@ class Evaluation:
         """The token of a leaf (an input's or impure value's); ``graph`` overrides it for keys."""
         return node.leaf_token(self)
 
+    def look(self, field, token):
+        """Whether a cache looks the entry ``(field, token)`` up (``persist``'s evaluations know
+        entries to be missing)."""
+        return True
+
 
 class Symbolic(Evaluation):
     """Tokens of nodes as functions of their raw inputs, which are named, not valued: the code

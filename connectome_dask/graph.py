@@ -46,6 +46,7 @@ task's key combines the keys above of the nodes it fills, for each of its entrie
 nonce (which also stands for ``@impure`` leaves).
 """
 
+import collections
 import uuid
 from contextlib import nullcontext
 
@@ -82,16 +83,16 @@ class Runner(Shipped):
     def __call__(self, *args):
         self._check()
         n = len(self.inputs)
-        ev = self._evaluation(dict(zip(self.inputs, args[:n])))
+        return self._run(Evaluation(dict(zip(self.inputs, args[:n]))), args[n:])
+
+    def _run(self, ev, rest):
+        """``node``'s value in ``ev``, given the values of ``deps`` (and the stamps) in ``rest``."""
         if self.deps:
-            ev.values.update(zip(self.deps, args[n:n + len(self.deps)]))
+            ev.values.update(zip(self.deps, rest))
         if self.stamped:
-            with shipped(args[-1]):
+            with shipped(rest[-1]):
                 return ev.value(self.node)
         return ev.value(self.node)
-
-    def _evaluation(self, inputs):
-        return Evaluation(inputs)
 
     def __repr__(self):
         return f"run({node_label(self.node)})"
@@ -286,30 +287,36 @@ def _input_arg(value, graph):
 
 # -- batches: persist's tasks ------------------------------------------------------------------
 
-class Bypass(Evaluation):
-    """An evaluation in which the ``Cached`` nodes of ``bypass`` are not looked up: the node they
-    wrap is evaluated instead (``persist`` does not fill a RAM cache that holds what a disk cache holds)."""
+class Filling(Evaluation):
+    """The evaluation of an entry by ``persist``: the ``Cached`` nodes of ``bypass`` are passed
+    through (the node they wrap is evaluated: a RAM cache that holds what a disk cache holds is not
+    filled), and the entries ``(field, token)`` of ``misses`` are known to be missing (their caches
+    compute them without a lookup)."""
 
-    __slots__ = ("bypass",)
+    __slots__ = ("bypass", "misses")
 
-    def __init__(self, inputs, bypass):
+    def __init__(self, inputs, bypass=frozenset(), misses=frozenset()):
         super().__init__(inputs)
-        self.bypass = bypass
+        self.bypass, self.misses = bypass, misses
 
     def _spawn(self, inputs):
-        return Bypass(inputs, self.bypass)
+        return Filling(inputs, self.bypass, self.misses)
 
     def value(self, node):
         while node in self.bypass:
             node = node.inner
         return Evaluation.value(self, node)
 
+    def look(self, field, token):
+        return (field, token) not in self.misses
+
 
 class Batch(Runner):
-    """A :class:`Runner` of one ``node`` for every entry of a batch: ``task(entries, *deps, stamps)``,
-    ``entries`` a list of tuples of raw input values (in the order of ``inputs``). Each entry is one
-    call of the ``Runner`` (its own evaluation, ``bypass``: see :class:`Bypass`); :meth:`entry` says
-    what the task returns for it (``persist`` subclasses it: what the entry's cached calls did)."""
+    """A :class:`Runner` of one ``node`` for every entry of a batch: ``task(entries, misses, *deps,
+    stamps)``, ``entries`` a list of tuples of raw input values (in the order of ``inputs``),
+    ``misses`` the entries ``(field, token)`` known to be missing, a set per entry. Each entry is
+    one call of the ``Runner`` in its own :class:`Filling` evaluation; :meth:`entry` says what the
+    task returns for it (``persist`` subclasses it: what the entry's cached calls did)."""
 
     __slots__ = ("bypass",)
 
@@ -320,14 +327,12 @@ class Batch(Runner):
     def _args(self):
         return (*super()._args(), self.bypass)
 
-    def _evaluation(self, inputs):
-        return Bypass(inputs, self.bypass) if self.bypass else Evaluation(inputs)
+    def __call__(self, entries, misses, *rest):
+        self._check()
+        return [self.entry(values, miss, rest) for values, miss in zip(entries, misses)]
 
-    def __call__(self, entries, *rest):
-        return [self.entry(values, rest) for values in entries]
-
-    def entry(self, values, rest):
-        return Runner.__call__(self, *values, *rest)
+    def entry(self, values, misses, rest):
+        return self._run(Filling(dict(zip(self.inputs, values)), self.bypass, misses), rest)
 
     def __repr__(self):
         return f"batch({self.node.name})"
@@ -348,6 +353,15 @@ class Batches:
         stamped = any(n.stamped for n in walk([self.pack], inner=True))
         inputs = sorted({n.name for n in walk([self.pack]) if isinstance(n, Input)})
         self.task = task(self.pack, inputs, deps, stamped, bypass)
+        # the nodes whose stores are asked which entries they miss (Store.missing): those filled (below
+        # bypassed RAM caches), if the key tokens are the tokens workers see (no @impure leaf: its key
+        # token is a nonce) and no other cache of the pipeline has their name (``misses`` name entries
+        # by field and token)
+        nodes = list(walk([self.pack], inner=True))
+        names = collections.Counter(n.name for n in nodes if isinstance(n, Cached))
+        impure = any(getattr(n, "impure", False) for n in nodes)
+        filled = {_filled(n, self.task.bypass): None for n in self.roots}
+        self.filled = () if impure else tuple(n for n in filled if isinstance(n, Cached) and names[n.name] == 1)
 
     def build(self, batches, nonce, name, graph=None):
         """Add a task per batch (a list of dicts of raw inputs) to ``graph``; its key is
@@ -361,25 +375,51 @@ class Batches:
         deps = []
         if self.static is not None:
             graph, (deps,) = build(self.static, [{}], graph)
-        task, tasks, errors = self.task, [], {}
+        task, made, errors = self.task, [], {}
         for b, entries in enumerate(batches):
-            parts, values, kept = [], [], []
+            made.append([])
             with recording() if task.stamped else nullcontext() as stamps:
                 for i, inputs in enumerate(entries):
                     ev = _KeyTokens(inputs, nonce)
                     try:
-                        parts += [task_key(n, ev.token(n)) for n in self.roots]
+                        keys = [task_key(n, ev.token(n)) for n in self.roots]
+                        filled = [(n.name, ev.token(n)) for n in self.filled]
                     except Exception as e:  # noqa: BLE001 - that entry fails, the others run
                         errors[b, i] = e
                         continue
-                    values.append(tuple(inputs[n] for n in task.inputs))
-                    kept.append(i)
-            key = f"{name}-{combine(nonce, *parts)}" if kept else None
-            if kept:
-                graph[key] = Task(key, task, DataNode(None, values), *map(TaskRef, deps),
-                                  *[stamps] * task.stamped)
-            tasks.append((key, kept))
+                    made[b].append((i, tuple(inputs[n] for n in task.inputs), keys, filled))
+            made[b] = (made[b], stamps)
+        misses = self._misses(entry[3] for entries, _ in made for entry in entries)
+        tasks = []
+        for entries, stamps in made:
+            key = None
+            if entries:
+                key = f"{name}-{combine(nonce, *[k for entry in entries for k in entry[2]])}"
+                graph[key] = Task(key, task, DataNode(None, [entry[1] for entry in entries]),
+                                  DataNode(None, [frozenset(misses.intersection(entry[3])) for entry in entries]),
+                                  *map(TaskRef, deps), *[stamps] * task.stamped)
+            tasks.append((key, [entry[0] for entry in entries]))
         return graph, tasks, errors
+
+    def _misses(self, filled):
+        """The ``(field, token)`` among ``filled`` (one list per entry) that the stores of the filled
+        nodes say they miss (``Store.missing``: a listing per field, where one is cheaper)."""
+        tokens = {}
+        for entry in filled:
+            for field, token in entry:
+                tokens.setdefault(field, []).append(token)
+        found = set()
+        for node in self.filled:
+            if node.name in tokens:
+                found.update((node.name, token) for token in node.store.missing(node.name, tokens[node.name]) or ())
+        return found
+
+
+def _filled(node, bypass):
+    """The node that ``persist`` fills for the root ``node``: below the RAM caches it passes through."""
+    while node in bypass:
+        node = node.inner
+    return node
 
 
 def _static_deps(roots):

@@ -194,7 +194,8 @@ class Cached(Node):
         return (self.inner,)
 
     def compute(self, ev):
-        return cached_call(self.store, self.name, self._token(ev), lambda: ev.value(self.inner))
+        token = self._token(ev)
+        return cached_call(self.store, self.name, token, lambda: ev.value(self.inner), ev.look(self.name, token))
 
     def _token(self, ev):
         tokens = self._tokens
@@ -220,10 +221,6 @@ class Cached(Node):
                 tokens.clear()
             tokens[entry] = found
         return found[1]
-
-    def is_stored(self, ev):
-        """Whether the store already holds this node's value for the entry of ``ev``."""
-        return self.store.contains(self.name, ev.token(self))
 
     def __reduce__(self):
         return _cached, (self.name, self.inner, self.store)  # not the memo

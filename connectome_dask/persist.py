@@ -57,23 +57,23 @@ class PersistBatch(Batch):
 
     __slots__ = ()
 
-    def __call__(self, entries, *rest):
+    def __call__(self, entries, misses, *rest):
         self._check()
         reuse_freed_memory()  # see connectome_dask.allocator
         report, statuses, shards = reporter(), [], {}
         sharded = [n.name for n in self.node.items if _sharded(n)]
         last = time.monotonic()
-        for values in entries:
-            statuses.append(self._status(values, rest, sharded, shards))
+        for values, miss in zip(entries, misses):
+            statuses.append(self._status(values, miss, rest, sharded, shards))
             if report is not None and len(statuses) < len(entries) and time.monotonic() - last >= REPORT_EVERY:
                 report(len(statuses))
                 last = time.monotonic()
         return statuses
 
-    def _status(self, values, rest, sharded, shards):
+    def _status(self, values, misses, rest, sharded, shards):
         with outcomes() as log:
             try:
-                self.entry(values, rest)
+                self.entry(values, misses, rest)
             except Exception as e:  # noqa: BLE001 - the user's error is reported per id
                 return ("failed", False, _picklable(e), None)
         ram = any(o.status == "stored" and not o.persistent for o in log)

@@ -135,6 +135,15 @@ class StoreTests:
         assert store.get("b", TOKENS[1]) is MISSING and not store.contains("b", TOKENS[1])
         assert store.get("a", TOKENS[2]) is MISSING
 
+    def test_missing_names_only_entries_it_does_not_hold(self, store):
+        value = self.values()[-1]
+        for token in TOKENS[:3]:
+            assert store.set("f", token, value) is None
+        assert store.set("g", TOKENS[3], value) is None
+        for tokens in (TOKENS, TOKENS[:2], []):
+            found = store.missing("f", list(tokens))
+            assert found is None or set(found) == set(tokens) - set(TOKENS[:3]), found
+
     def test_pickling_keeps_the_configuration_and_the_entries_of_a_persistent_store(self, store):
         first, second = self.values()[:2]
         store.set("f", TOKENS[3], first)

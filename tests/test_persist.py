@@ -99,7 +99,7 @@ def test_tasks_report_entries_done_while_they_run(client, counter, cache_root):
     client.subscribe_topic(PROGRESS_TOPIC, lambda event: seen.append(tuple(event[1])))
     try:
         task = Batches(targets, PersistBatch).task
-        future = client.submit(task, [("s00",), ("s01",), ("s02",)], key="batch-3", pure=False)
+        future = client.submit(task, [("s00",), ("s01",), ("s02",)], [frozenset()] * 3, key="batch-3", pure=False)
         assert [status for status, *_ in future.result(timeout=60)] == ["computed"] * 3
         deadline = time.time() + 10
         while len(seen) < 2 and time.time() < deadline:

@@ -4,13 +4,16 @@ and fsspec's ``memory://`` file system for the fast cases. User functions count 
 
 import contextlib
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 import warnings
@@ -21,7 +24,7 @@ import pytest
 from connectome_dask import CacheColumns, Source, meta
 from connectome_dask.cache import remote
 from connectome_dask.cache.hdf5 import HDF5Store
-from connectome_dask.cache.remote import RemoteStore
+from connectome_dask.cache.remote import LIST_MIN, RemoteStore
 from connectome_dask.cache.root import MARKER
 from connectome_dask.cache.store import MISSING, as_store, local
 from connectome_dask.exceptions import CacheWarning, SerializationError, StoreError
@@ -313,12 +316,75 @@ def test_eager_misses_then_hits_on_s3_with_one_request_per_access(endpoint, buck
     assert counter.count() == 2
 
 
-def test_a_miss_found_by_contains_costs_one_request(endpoint, bucket, monkeypatch):
+def test_a_miss_costs_one_request(endpoint, bucket, monkeypatch):
     store = RemoteStore(f"s3://{bucket}/cache", storage_options=options(endpoint))
     with s3_requests(monkeypatch) as calls:
-        assert not store.contains("image", "abc") and store.get("image", "abc") is MISSING  # as persist asks
-        assert store.get("image", "abc") is MISSING  # a get of its own sends its own GET
+        assert not store.contains("image", "abc")
+        assert store.get("image", "abc") is MISSING
     assert [c[0] for c in calls] == ["get_object", "get_object"]
+
+
+def test_missing_lists_a_field_once_for_many_tokens_and_counts_the_local_copy(endpoint, bucket, monkeypatch,
+                                                                                tmp_path):
+    store = RemoteStore(f"s3://{bucket}/cache", storage_options=options(endpoint), local=tmp_path / "copy")
+    tokens = [f"{i:x}{i:031x}" for i in range(LIST_MIN)]
+    store.set("image", tokens[0], np.zeros(3))
+    other = RemoteStore(f"s3://{bucket}/cache", storage_options=options(endpoint))
+    other.set("image", tokens[1], np.ones(3))  # not in this store's local copy
+    other.set("meta", tokens[2], np.ones(3))  # another field
+    store._copy.set("image", tokens[3], np.ones(3))  # only in the local copy: a get serves it from there
+    with s3_requests(monkeypatch) as calls:
+        assert store.missing("image", tokens) == set(tokens) - set(tokens[:2]) - {tokens[3]}
+        assert store.missing("image", tokens[:LIST_MIN - 1]) is None  # fewer: a GET each is cheaper
+    assert [c[0] for c in calls] == ["list_objects_v2"]
+    with s3_requests(monkeypatch) as calls:
+        assert store.missing("nothing", tokens) == set(tokens)
+    assert "get_object" not in [c[0] for c in calls] and len(calls) <= 3  # s3fs: LIST, HEAD, LIST
+
+    def denied(*args, **kwargs):
+        raise PermissionError("Access Denied")
+
+    monkeypatch.setattr(store.fs, "find", denied)
+    assert store.missing("image", tokens) is None  # a denied LIST: each entry is looked up
+
+
+def test_persist_lists_each_field_once_and_computes_missing_entries_without_a_get(endpoint, bucket, counter,
+                                                                                   cluster, caplog):
+    """Requests counted by the server (it logs every request, from the workers too)."""
+    url = f"s3://{bucket}/cache"
+    ds = s3_layers.pipeline(counter.path, url, n=20, storage_options=options(endpoint))
+    ds.image("v00")  # stored here, before persist: one entry of one field is there
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        report = ds.persist(cluster, progress=False)
+    requests = server_requests(caplog, bucket)
+    assert (report.computed, report.cached, report.failed) == (20, 0, {})  # v00's meta was missing
+    assert counter.count("image") == 20 and counter.count("meta") == 20
+    assert len([r for r in requests if r[0] == "PUT" and r[1].endswith(".h5")]) == 39
+    gets = [r[1] for r in requests if r[0] == "GET" and r[1].endswith(".h5")]
+    assert len(gets) == 1 and gets[0].startswith(f"/{bucket}/cache/image/")  # the one entry there: a hit
+    listed = [r[2] for r in requests if r[2]]
+    assert set(listed) == {"cache/image", "cache/meta"} and len(listed) <= 3  # s3fs lists an empty field twice
+    caplog.clear()
+    fresh = s3_layers.pipeline(counter.path, url, n=20, storage_options=options(endpoint))
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        again = fresh.persist(cluster, progress=False)
+    requests = server_requests(caplog, bucket)
+    assert (again.computed, again.cached) == (0, 20) and counter.count() == 40
+    assert len([r for r in requests if r[0] == "GET" and r[1].endswith(".h5")]) == 40  # hits are read (verified)
+    assert not [r for r in requests if r[0] == "PUT"]
+
+
+def server_requests(caplog, bucket):
+    """``(method, path, LIST prefix or None)`` of the requests moto's server logged for ``bucket``."""
+    found = []
+    for record in caplog.records:
+        match = re.search(r"(GET|PUT|HEAD|POST|DELETE) (/[^ ?]*)(\?[^ ]*)? HTTP", record.getMessage())
+        if match and match.group(2).startswith(f"/{bucket}"):
+            query = urllib.parse.parse_qs((match.group(3) or "?")[1:])
+            listed = query.get("prefix", [None])[0] if "list-type" in query else None
+            found.append((match.group(1), match.group(2), listed and listed.rstrip("/")))
+    return found
 
 
 def test_publish_is_create_only_and_an_existing_object_is_another_writers_success(endpoint, bucket):

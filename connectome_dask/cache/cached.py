@@ -45,9 +45,10 @@ def recording():
         _LOG.reset(reset)
 
 
-def cached_call(store, field, token, compute):
-    """``store``'s value for ``(field, token)``, or ``compute()`` stored there."""
-    value = store.get(field, token)
+def cached_call(store, field, token, compute, look=True):
+    """``store``'s value for ``(field, token)``, or ``compute()`` stored there. ``look=False``: the
+    entry is known to be missing (a listing of the store said so), so it is not looked up."""
+    value = store.get(field, token) if look else MISSING
     log = _LOG.get()
     if value is not MISSING:
         if log is not None:

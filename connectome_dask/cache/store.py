@@ -14,7 +14,7 @@ table keeps weak references: they are freed with the last such pipeline); on a `
 worker no pipeline holds them, so the table does, for the life of the worker process.
 
 Writing a store: subclass :class:`Store`, implement ``get`` and ``set`` (and ``contains`` if a
-cheaper test than ``get`` exists), set ``persistent``, make it pickle as its configuration, and
+cheaper test than ``get`` exists, ``missing`` if one listing is cheaper than a lookup per entry), set ``persistent``, make it pickle as its configuration, and
 run the conformance suite :class:`connectome_dask.testing.StoreTests` on it (docs/api.md,
 "Writing a store").
 """
@@ -79,6 +79,13 @@ class Store(abc.ABC):
     def contains(self, field, token):
         """Whether ``get`` would find the entry (default: it is ``get``)."""
         return self.get(field, token) is not MISSING
+
+    def missing(self, field, tokens):
+        """The tokens among ``tokens`` whose entries this store does not hold, found without looking
+        each up (a listing: one request for many entries), or ``None`` when a lookup per entry is
+        as cheap (the default). ``persist`` asks before it runs and computes those entries without
+        a lookup; an entry another writer stores meanwhile is then written again (same value)."""
+        return None
 
     @property
     def token(self):
