@@ -43,7 +43,9 @@ Batches
 of all the nodes to fill, called once per entry), everything of an entry fused as below a
 ``Cached`` node, plus the shared tasks of the static boundaries it needs (keyed as above). A batch
 task's key combines the keys above of the nodes it fills, for each of its entries, with the caller's
-nonce (which also stands for ``@impure`` leaves).
+nonce (which also stands for ``@impure`` leaves). The stores of the nodes it fills are asked once,
+for all entries, which of them they miss (``Store.missing``: a listing, where one is cheaper than a
+lookup per entry); each task gets its entries' misses, which its caches compute without a lookup.
 """
 
 import collections
@@ -370,14 +372,15 @@ class Batches:
         stamps of ``@files`` nodes are computed here, once per batch. An entry whose key cannot be
         made (an unknown key, a missing file) is left out of its task. Returns ``(graph, tasks,
         errors)``: ``tasks`` a ``(key, positions of the entries it runs)`` per batch (``key`` None if
-        it runs none), ``errors`` ``{(batch, position): error}``."""
+        it runs none), ``errors`` ``{(batch, position): error}``. Each task's second argument holds
+        the entries ``(field, token)`` its entries miss (``_misses``), a set per entry."""
         graph = {} if graph is None else graph
         deps = []
         if self.static is not None:
             graph, (deps,) = build(self.static, [{}], graph)
         task, made, errors = self.task, [], {}
         for b, entries in enumerate(batches):
-            made.append([])
+            kept = []  # (position, raw input values, task keys, (field, token) filled) per entry
             with recording() if task.stamped else nullcontext() as stamps:
                 for i, inputs in enumerate(entries):
                     ev = _KeyTokens(inputs, nonce)
@@ -387,8 +390,8 @@ class Batches:
                     except Exception as e:  # noqa: BLE001 - that entry fails, the others run
                         errors[b, i] = e
                         continue
-                    made[b].append((i, tuple(inputs[n] for n in task.inputs), keys, filled))
-            made[b] = (made[b], stamps)
+                    kept.append((i, tuple(inputs[n] for n in task.inputs), keys, filled))
+            made.append((kept, stamps))
         misses = self._misses(entry[3] for entries, _ in made for entry in entries)
         tasks = []
         for entries, stamps in made:
