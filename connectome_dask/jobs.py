@@ -3,12 +3,15 @@
 
 Crash isolation lives here (:class:`_Run`): a task lost with its worker (``KilledWorker``) is run
 again one entry per task, and an entry lost again once more alone, so only the entry that kills its
-worker fails. Workers' warnings about entries they could not store are given again on the client,
+worker fails. A task that finished but whose result was lost with a dying worker before it reached
+the client (or whose result distributed cannot fetch within ``RESULT_TIMEOUT``: it can wait forever
+for a result whose worker died during the fetch) is run again; its entries, stored, count as cached. Workers' warnings about entries they could not store are given again on the client,
 once per cause; an error report says what to do (:func:`_advice`: a module missing on the workers or
 the scheduler, a worker that died, a root that cannot be written, or the field).
 The tasks themselves and what they fill are :mod:`connectome_dask.persist`'s.
 """
 
+import collections
 import dataclasses
 import os
 import sys
@@ -20,6 +23,10 @@ from .hashing import combine
 from .progress import Tally
 
 __all__ = ["PersistReport", "PersistJob"]
+
+RESULT_TRIES = 3  # a task whose result is lost with its worker is run again, at most this many times
+RESULT_TIMEOUT = 10  # seconds to fetch a finished task's result (a few bytes) before it counts as lost
+_LOST = object()
 
 
 @dataclasses.dataclass
@@ -152,31 +159,42 @@ class _Run:
         from distributed import KilledWorker, as_completed
 
         entries = {f.key: b for f, b in zip(futures, batches)}
-        lost = []
-        done = as_completed(futures, loop=self.client.loop, timeout=timeout, with_results=True, raise_errors=False)
-        for future, result in done:
+        lost, tries = [], {}
+        done = as_completed(futures, loop=self.client.loop, timeout=timeout)
+
+        def rerun(old, parts, nonce=None):
+            """Run ``parts`` (lists of ids) instead of the task ``old``; the new futures."""
+            more, parts = self.submit(parts, report, nonce)
+            if tally is not None:
+                tally.replace(old, {f.key: len(part) for f, part in zip(more, parts)})
+            entries.update((f.key, part) for f, part in zip(more, parts))
+            for f in more:
+                done.add(f)
+            return more
+
+        for future in done:
             batch = entries.pop(future.key)
-            if future.status == "finished":
+            result, error = _outcome(future)
+            if result is _LOST:
+                n = tries.get(future.key, 0) + 1
+                if n <= RESULT_TRIES:  # run it again (its entries are stored: they count as cached)
+                    tries.update((f.key, n) for f in rerun(future.key, [batch], combine(future.key, "again")))
+                    continue
+                error = RuntimeError(f"the result of task {future.key} was lost with its worker {n - 1} times")
+            elif error is None:
                 for key, status in zip(batch, result):
                     _count(report, unstored, key, status)
-            else:
-                error = _error_of(future)
-                if isinstance(error, KilledWorker) and split:
-                    if len(batch) == 1:
-                        lost.append((future.key, batch[0]))
-                        continue
-                    more, parts = self.submit([[key] for key in batch], report)
-                    if tally is not None:
-                        tally.replace(future.key, {f.key: 1 for f in more})
-                    entries.update((f.key, part) for f, part in zip(more, parts))
-                    for f in more:
-                        done.add(f)
-                    continue
-                if not split:
-                    lost.append((future.key, error))
-                    continue
-                for key in batch:
-                    report.failed[key] = error
+            if isinstance(error, KilledWorker) and split:
+                if len(batch) == 1:
+                    lost.append((future.key, batch[0]))
+                else:
+                    rerun(future.key, [[key] for key in batch])
+                continue
+            if error is not None and not split:
+                lost.append((future.key, error))
+                continue
+            for key in batch if error is not None else ():
+                report.failed[key] = error
             if tally is not None:
                 tally.set(future.key, len(batch))
         return lost
@@ -213,12 +231,26 @@ def _user_level():
     return level
 
 
-def _error_of(future):
+def _outcome(future):
+    """``(result, None)`` of a task that finished, ``(None, error)`` of one that failed, and
+    ``(_LOST, None)`` if its result was lost with a dying worker before it reached the client (the
+    future is pending again, or finished again, or its result cannot be fetched: distributed can wait
+    forever for a result whose worker died while it was being fetched)."""
+    if future.status in ("pending", "lost"):
+        return _LOST, None
     try:
-        error = future.exception()
-    except BaseException as e:  # noqa: BLE001 - cancelled futures raise here
+        if future.status == "finished":
+            return future.result(timeout=RESULT_TIMEOUT), None
+        error = future.exception(timeout=RESULT_TIMEOUT)
+    except TimeoutError:
+        return _LOST, None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 - a cancelled future raises here (CancelledError); a lost one too
+        if future.status in ("pending", "lost", "finished"):
+            return _LOST, None
         error = e
-    return error if error is not None else RuntimeError(f"task {future.key} {future.status}")
+    return (_LOST, None) if error is None else (None, error)
 
 
 def _finish(report, errors):

@@ -199,13 +199,38 @@ def test_a_crashing_entry_fails_alone(counter, cache_root):
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                          silence_logs=50) as cluster, Client(cluster, set_as_default=False) as client:
         report = ds.persist(client, errors="report", progress=False)
-        assert list(report.failed) == ["c17"] and report.computed + report.cached == 39
+        assert list(report.failed) == ["c17"] and report.computed + report.cached == 39, {
+            key: f"{type(e).__name__}: {e}" for key, e in report.failed.items()}
         assert type(report.failed["c17"]).__name__ == "KilledWorker"
         assert sum(1 for _ in HDF5Store(cache_root).entries()) == 39  # what the report counts is stored
         with pytest.raises(PersistError, match="died while computing"):
             ds.persist(client, progress=False)
         again = ds.persist(client, ids=[k for k in ds.ids if k != "c17"], progress=False)
         assert (again.computed, again.cached, again.failed) == (0, 39, {})
+
+
+def test_results_lost_with_a_worker_before_they_are_gathered_are_not_failures(counter, cache_root):
+    """The tasks of a ``wait=False`` job finished; a worker dies holding their results before the job
+    is asked for them: its entries are stored, so the report counts them, none failed."""
+    import signal
+    import time
+
+    from distributed import Client, LocalCluster
+
+    ds = pipeline(counter.path, cache_root)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=50) as cluster, Client(cluster, set_as_default=False) as client:
+        job = ds.persist(client, wait=False)
+        deadline = time.monotonic() + 60
+        while not all(f.status == "finished" for f in job.futures) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        holders = {w for ws in client.who_has(job.futures).values() for w in ws}
+        victim = sorted(holders)[0]
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)
+        report = job.result(progress=False, timeout=60)
+        assert report.failed == {} and report.computed + report.cached == 8
+        assert sum(1 for field, *_ in HDF5Store(cache_root).entries() if field == "image") == 8
 
 
 def test_a_corrupt_entry_is_recomputed_not_counted_cached(client, counter, cache_root):
