@@ -5,13 +5,13 @@ Crash isolation lives here (:class:`_Run`): a task lost with its worker (``Kille
 again one entry per task, and an entry lost again once more alone, so only the entry that kills its
 worker fails. A task that finished but whose result was lost with a dying worker before it reached
 the client (or whose result distributed cannot fetch within ``RESULT_TIMEOUT``: it can wait forever
-for a result whose worker died during the fetch) is run again; its entries, stored, count as cached. Workers' warnings about entries they could not store are given again on the client,
-once per cause; an error report says what to do (:func:`_advice`: a module missing on the workers or
-the scheduler, a worker that died, a root that cannot be written, or the field).
+for a result whose worker died during the fetch) is run again; its entries, stored, count as cached.
+Workers' warnings about entries they could not store are given again on the client, once per
+cause; an error report says what to do (:func:`_advice`: a module missing on the workers or the
+scheduler, a worker that died, a root that cannot be written, or the field).
 The tasks themselves and what they fill are :mod:`connectome_dask.persist`'s.
 """
 
-import collections
 import dataclasses
 import os
 import sys

@@ -225,9 +225,10 @@ class RemoteStore(Store):
         neither there nor in the local copy. None if the listing fails."""
         if len(tokens) < LIST_MIN:
             return None
+        start = len(self._path) + 1
         try:
-            start = len(self._path) + 1
-            held = {entry[1] for entry in (_entry_of(p[start:]) for p in self.fs.find(f"{self._path}/{field}")) if entry}
+            held = {entry[1] for entry in map(_entry_of, (p[start:] for p in self.fs.find(f"{self._path}/{field}")))
+                    if entry}
         except FileNotFoundError:
             held = set()
         except Exception:  # noqa: BLE001 - a denied LIST: look each entry up

@@ -14,9 +14,9 @@ table keeps weak references: they are freed with the last such pipeline); on a `
 worker no pipeline holds them, so the table does, for the life of the worker process.
 
 Writing a store: subclass :class:`Store`, implement ``get`` and ``set`` (and ``contains`` if a
-cheaper test than ``get`` exists, ``missing`` if one listing is cheaper than a lookup per entry), set ``persistent``, make it pickle as its configuration, and
-run the conformance suite :class:`connectome_dask.testing.StoreTests` on it (docs/api.md,
-"Writing a store").
+cheaper test than ``get`` exists, ``missing`` if one listing is cheaper than a lookup per entry),
+set ``persistent``, make it pickle as its configuration, and run the conformance suite
+:class:`connectome_dask.testing.StoreTests` on it (docs/api.md, "Writing a store").
 """
 
 import abc
