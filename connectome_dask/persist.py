@@ -1,6 +1,6 @@
 """``pipeline.persist(client)``: fill the cache layers of a pipeline in parallel with dask.
 
-One engine. The tasks are :mod:`connectome_dask.graph`'s :class:`~connectome_dask.graph.Batches`:
+One engine. The tasks are :mod:`connectome_dask.batches`' :class:`~connectome_dask.batches.Batches`:
 one task per batch of entries (see :func:`batches_of`; a whole shard for ``CacheColumns``), a
 :class:`~connectome_dask.graph.Runner` evaluating every cached node to fill of an entry in one
 :class:`~connectome_dask.evaluate.Evaluation` (shared upstream work runs once, nothing upstream
@@ -37,7 +37,7 @@ import uuid
 from .allocator import reuse_freed_memory
 from .cache.cached import recording as outcomes
 from .exceptions import InvalidArgument, NothingToPersist
-from .graph import Batch, Batches
+from .batches import Batch, Batches
 from .jobs import PersistJob, PersistReport, _Run
 from .nodes import Cached, Input, walk
 from .progress import PROGRESS_TOPIC, REPORT_EVERY, reporter

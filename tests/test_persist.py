@@ -91,7 +91,7 @@ def test_progress_bar_is_drawn(client, counter, cache_root, capsys):
 
 def test_tasks_report_entries_done_while_they_run(client, counter, cache_root):
     # a batch of several slow entries moves the progress bar per entry, not once at its end
-    from connectome_dask.graph import Batches
+    from connectome_dask.batches import Batches
     from connectome_dask.persist import PROGRESS_TOPIC, PersistBatch, cached_nodes
 
     _, targets, _ = cached_nodes(pipeline(counter.path, cache_root, sleep=0.6))

@@ -139,7 +139,7 @@ def shipping_cost(ds, keys, out):
     import cloudpickle
 
     from connectome_dask import shipping
-    from connectome_dask.graph import Batches
+    from connectome_dask.batches import Batches
     from connectome_dask.persist import PersistBatch, batches_of, cached_nodes
 
     targets = tuple(cached_nodes(ds)[1])

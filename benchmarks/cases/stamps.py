@@ -44,7 +44,7 @@ def read(path):
 
 def persist_stamps(folder, ids, index_root):
     from connectome_dask import CacheToDisk, Source, files as marker
-    from connectome_dask.graph import Batches
+    from connectome_dask.batches import Batches
     from connectome_dask.persist import PersistBatch, cached_nodes
 
     class Raw(Source):
