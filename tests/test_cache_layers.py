@@ -126,7 +126,7 @@ def test_impure_ancestors_are_hashed_on_every_hit(counter):
 
 
 def test_pickled_cache_nodes_do_not_carry_remembered_tokens(counter):
-    from connectome_dask.graph import Batches
+    from connectome_dask.batches import Batches
     from connectome_dask.persist import PersistBatch, cached_nodes
 
     ds = counted_source(counter) >> CacheToRam()
@@ -217,6 +217,7 @@ def test_the_ram_of_each_worker_is_held_there_and_visible(counter):
     from distributed import Client, LocalCluster
 
     ds = array_source(counter) >> CacheToRam()
+    gc.collect()  # the stores of earlier tests' pipelines are freed now, not during this test
     here = ram_usage()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=40) as cluster, Client(cluster) as client:
