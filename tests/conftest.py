@@ -56,3 +56,19 @@ def client():
     with Client(cluster, set_as_default=False) as c:
         yield c
     cluster.close()
+
+
+def _empty_ram():
+    from connectome_dask.cache.memory import budget
+
+    budget().clear()
+    return len(budget().order)
+
+
+@pytest.fixture
+def empty_ram(client):
+    """``client``, with the RAM caches of its workers emptied of what earlier tests left there
+    (without ``client.restart()``, whose wait for the workers to come back can time out on a loaded
+    machine)."""
+    assert sum(client.run(_empty_ram).values()) == 0
+    return client

@@ -70,10 +70,10 @@ def _ram_entries(client):
     return sum(usage["entries"] for usage in ram_usage(client).values())
 
 
-def test_ram_caches_of_disk_cached_fields_are_filled_only_when_asked(client, counter, cache_root):
+def test_ram_caches_of_disk_cached_fields_are_filled_only_when_asked(empty_ram, counter, cache_root):
     # CacheToDisk >> CacheToRam of the same field: the RAM would hold what the disk holds, on whichever
     # worker computed the entry, for no one; persist passes it through unless ram=True
-    client.restart()
+    client = empty_ram
     ds = ram_pipeline(counter.path, cache_root)
     report = ds.persist(client, progress=False)
     assert (report.computed, report.in_ram) == (8, 0) and _ram_entries(client) == 0

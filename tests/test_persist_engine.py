@@ -169,8 +169,8 @@ def test_a_full_disk_counts_what_is_stored(client, counter, tmp_path):
         subprocess.run(["umount", root], check=True, capture_output=True)
 
 
-def test_a_second_persist_of_a_pipeline_ending_in_a_ram_cache(client, counter, cache_root):
-    client.restart()  # the RAM caches of the workers hold nothing of earlier tests
+def test_a_second_persist_of_a_pipeline_ending_in_a_ram_cache(empty_ram, counter, cache_root):
+    client = empty_ram  # the RAM caches of the workers hold nothing of earlier tests
     ram = CacheToRam()  # every field, as connectome users write it: `id` is not one to cache
     ds = pipeline(counter.path, cache_root) >> Crop(log=counter.path) >> ram
     first = ds.persist(client, progress=False)
