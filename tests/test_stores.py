@@ -262,14 +262,14 @@ def test_array_subclasses_are_stored_as_plain_arrays(tmp_path):
 
 @pytest.mark.parametrize("compression", [None, "gzip"])
 def test_plain_arrays_take_the_fast_path_and_match_the_general_encoding(tmp_path, monkeypatch, compression):
-    """Plain arrays are written with h5py's low-level API: the files hold what the general encoder
-    writes, and read back exactly."""
+    """Plain arrays are written from templates (``cache.plain``): the files hold what the general
+    encoder writes, and read back exactly."""
     from connectome_dask.cache import hdf5
 
     fast = HDF5Store(tmp_path / "fast", compression=compression)
     for i, value in enumerate(PLAIN):
         fast.set("f", TOKENS[i], value)
-    monkeypatch.setattr(hdf5, "_is_plain", lambda value, compression: False)
+    monkeypatch.setattr(hdf5, "_plain_parts", lambda value, field, token, compression: None)
     general = HDF5Store(tmp_path / "general", compression=compression)
     for i, value in enumerate(PLAIN):
         general.set("f", TOKENS[i], value)

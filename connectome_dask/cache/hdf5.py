@@ -33,9 +33,11 @@ returns (``shutil.rmtree(root)`` right after use is safe). A root whose marker i
 contents are exactly this layout (``rm -rf root`` under a live pipeline, whose next writes remake
 folders) is recognised, and its marker restored, by the writer and by ``HDF5Store(root)``.
 
-Entries are read, and plain arrays (the common case) written, with h5py's low-level API. The
-digest is computed by the writer itself: a helper thread digesting while HDF5 copied the array
-(as the checksum of format 1 was) measured ~3% slower populating on this shared 2-core VM.
+Entries are read with h5py's low-level API. A plain array (the common case) is written as the
+bytes of its file, its metadata made from a template per dtype and shape (``plain``): the same file
+HDF5 would write, without HDF5's work per file. Other values are written by ``encoding`` through
+h5py. The digest is computed by the writer itself: a helper thread digesting while HDF5 copied the
+array (as the checksum of format 1 was) measured ~3% slower populating on this shared 2-core VM.
 """
 
 import os
@@ -47,11 +49,13 @@ import numpy as np
 
 from ..exceptions import CacheWarning, StorageCorruption
 from .encoding import Digest, decode, encode, is_native, plain_array
+from .plain import entry_parts, header
 from .root import (MARKER, VERSION, ForeignRoot, _Unwritable, _is_layout, _name_problem, _open_root, _scandir,
                    _write_marker, check_field_name)
 from .store import MISSING, Store
 
 __all__ = ["HDF5Store", "ForeignRoot", "MARKER", "check_field_name"]
+
 
 def _h5py():
     import h5py
@@ -113,6 +117,7 @@ class HDF5Store(Store):
             self._policy.check(field, item)
         value = plain_array(value)
         compression = self._policy.compression(self.compression)
+        parts = _plain_parts(value, field, token, compression)
         path = self.path(field, token)
         folder = os.path.dirname(path)
         tmp = os.path.join(folder, f".{token}.{uuid.uuid4().hex[:8]}.tmp")
@@ -121,8 +126,8 @@ class HDF5Store(Store):
                 self._make_folder(folder)
             published = False
             try:
-                if _is_plain(value, compression):
-                    _write_plain(tmp, value, field, token)
+                if parts is not None:
+                    _write_parts(tmp, parts)
                 else:
                     _write_encoded(tmp, value, field, token, compression, self._policy.allow_pickle)
                 os.replace(tmp, path)
@@ -212,83 +217,47 @@ def _cause(error):
     return "write", type(error).__name__, error.errno
 
 
-def _is_plain(value, compression):
-    """Whether ``value`` is stored as one uncompressed array dataset (the fast write and read paths)."""
-    return (type(value) is np.ndarray and value.dtype.fields is None and is_native(value.dtype)
-            and value.ndim <= 32 and not (compression and value.ndim and value.nbytes >= 4096))
+def _plain_parts(value, field, token, compression):
+    """``[metadata, payload]`` of the file of an entry holding one uncompressed array (the common
+    case, written without HDF5: see ``plain``), or None for any other value."""
+    if (type(value) is np.ndarray and value.dtype.fields is None and is_native(value.dtype) and value.ndim <= 32
+            and not (compression and value.ndim and value.nbytes >= 4096)):
+        return entry_parts(np.require(value, requirements="C"), field, token)
+    return None
 
 
-def _header(digest, plain):
-    return np.array([VERSION, int(plain), *digest], np.uint64)
+def _write_parts(path, parts):
+    """Create the file ``path`` holding the bytes of ``parts``, one after the other."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        for part in parts:
+            view = memoryview(part)
+            while view.nbytes:
+                view = view[os.write(fd, view):]  # a write may store less than asked (over 2 GiB)
+    finally:
+        os.close(fd)
 
 
 def _write_encoded(tmp, value, field, token, compression, allow_pickle):
     with _h5py().File(tmp, "w", locking=False, libver="latest") as f:
         digest, plain = encode(f, value, field, token, compression, allow_pickle)
-        f.attrs["header"] = _header(digest, plain)
+        f.attrs["header"] = header(digest, plain)
 
 
 def _digest_array(field, token, arr):
     return Digest(field, token).dataset("array", {}, arr)
 
 
-def _write_plain(tmp, value, field, token):
-    """Write a plain array entry with h5py's low-level API: the same file ``encode`` makes (the
-    dataset ``value`` with ``t=b"array"``, the root attribute ``header``), without the per-object
-    overhead of the high-level one; property lists, spaces and types are made once per process."""
-    h5py = _h5py()
-    fid = h5py.h5f.create(os.fsencode(tmp), h5py.h5f.ACC_TRUNC, fapl=_types()["write"])
-    try:
-        _fill_plain(fid, value, field, token)
-    finally:
-        fid.close()
+_READ = []
 
 
-def _fill_plain(fid, value, field, token):
-    """The nodes of a plain array entry, written into the open, empty file ``fid``."""
-    h5py = _h5py()
-    h5s, types = h5py.h5s, _types()
-    arr = np.require(value, requirements="C")
-    digest = _digest_array(field, token, arr)
-    space = types["scalar"] if arr.ndim == 0 else h5s.create_simple(arr.shape)
-    dataset = h5py.h5d.create(fid, b"value", _file_type(arr.dtype), space, dcpl=types["dataset"])
-    tag = h5py.h5a.create(dataset, b"t", types["tag"], types["scalar"])
-    tag.write(types["array"])
-    header = h5py.h5a.create(fid, b"header", types["header"], types["four"])
-    header.write(_header(digest.words(), True))
-    if arr.size:  # the payload last: every piece of metadata lies before it (one ranged read gets them all)
-        dataset.write(h5s.ALL, h5s.ALL, arr)
-
-
-_TYPES = {}
-
-
-def _types():
-    """HDF5 types, spaces and property lists of the writers and readers, made once per process."""
-    if not _TYPES:
-        h5py = _h5py()
-        h5f, h5p, h5s = h5py.h5f, h5py.h5p, h5py.h5s
-        read = h5p.create(h5p.FILE_ACCESS)
+def _read_access():
+    """The file access property list of readers (no file locking: entries are immutable)."""
+    if not _READ:
+        read = _h5py().h5p.create(_h5py().h5p.FILE_ACCESS)
         read.set_file_locking(False, True)
-        write = h5p.create(h5p.FILE_ACCESS)
-        write.set_file_locking(False, True)
-        write.set_libver_bounds(h5f.LIBVER_LATEST, h5f.LIBVER_LATEST)
-        write.set_fclose_degree(h5f.CLOSE_STRONG)  # closing the file closes (and flushes) every object in it
-        dataset = h5p.create(h5p.DATASET_CREATE)
-        dataset.set_obj_track_times(False)  # as h5py's create_dataset: the file depends on the value only
-        _TYPES.update(tag=h5py.h5t.py_create(np.dtype("S5")), header=h5py.h5t.py_create(np.dtype("<u8")), read=read,
-                      write=write, dataset=dataset, scalar=h5s.create(h5s.SCALAR), four=h5s.create_simple((4,)),
-                      array=np.array(b"array", "S5"))
-    return _TYPES
-
-
-def _file_type(dtype):
-    """The HDF5 type of a plain array's dataset (memoized per dtype)."""
-    key = ("dtype", dtype)
-    found = _TYPES.get(key)
-    if found is None:
-        found = _TYPES[key] = _h5py().h5t.py_create(dtype, logical=1)
-    return found
+        _READ.append(read)
+    return _READ[0]
 
 
 def _read(path, field, token, allow_pickle):
@@ -297,7 +266,7 @@ def _read(path, field, token, allow_pickle):
     Every read verifies the digest before the value is returned."""
     h5py = _h5py()
     try:
-        fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=_types()["read"])
+        fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=_read_access())
     except OSError:
         if not os.path.exists(path):
             raise FileNotFoundError(path) from None

@@ -56,6 +56,7 @@ import warnings
 from ..exceptions import CacheWarning, StorageCorruption, StoreError
 from . import hdf5
 from .encoding import encode, plain_array
+from .plain import header
 from .root import FORMAT, MARKER, ForeignRoot, _name_problem, check_field_name, marker_version
 from .store import MISSING, Store, config_token
 
@@ -375,14 +376,13 @@ def _cause(kind, error):
 
 def _image(value, field, token, compression, allow_pickle):
     """The bytes of the HDF5 file of an entry, made in memory (the file ``HDF5Store`` writes)."""
-    h5py = hdf5._h5py()
+    parts = hdf5._plain_parts(value, field, token, compression)
+    if parts is not None:
+        return b"".join(parts)
     buffer = io.BytesIO()
-    with h5py.File(buffer, "w", libver="latest", locking=False) as f:
-        if hdf5._is_plain(value, compression):
-            hdf5._fill_plain(f.id, value, field, token)
-        else:
-            digest, plain = encode(f, value, field, token, compression, allow_pickle)
-            f.attrs["header"] = hdf5._header(digest, plain)
+    with hdf5._h5py().File(buffer, "w", libver="latest", locking=False) as f:
+        digest, plain = encode(f, value, field, token, compression, allow_pickle)
+        f.attrs["header"] = header(digest, plain)
     return buffer.getvalue()
 
 
