@@ -84,9 +84,58 @@ def test_lookup3_is_hdf5s_metadata_checksum():
     assert plain.lookup3(written[:44]) == struct.unpack_from("<I", written, 44)[0]
 
 
-def test_templates_are_made_once_per_dtype_and_shape():
-    plain.template.cache_clear()
+@pytest.fixture
+def fresh(monkeypatch):
+    """The template registry of a process that has neither written nor read an entry yet."""
+    monkeypatch.setattr(plain, "_TEMPLATES", {})
+    monkeypatch.setattr(plain, "_SIZES", {})
+    monkeypatch.setattr(plain, "_SEEN", set())
+    made = []
+    make = plain._make
+    monkeypatch.setattr(plain, "_make", lambda dtype, shape: made.append((dtype, shape)) or make(dtype, shape))
+    return made
+
+
+def test_templates_are_made_once_per_dtype_and_shape(fresh):
     for value in (np.zeros((4, 4)), np.ones((4, 4)), np.zeros((4, 5)), np.zeros((4, 4), np.float32)):
         plain.entry_parts(value, "f", "0" * 32)
-    info = plain.template.cache_info()
-    assert (info.misses, info.hits) == (3, 1)
+    assert fresh == [(np.dtype("f8"), (4, 4)), (np.dtype("f8"), (4, 5)), (np.dtype("f4"), (4, 4))]
+
+
+def hdf5_reads(monkeypatch):
+    from connectome_dask.cache import hdf5
+
+    calls = []
+    read_fid = hdf5._read_fid
+    monkeypatch.setattr(hdf5, "_read_fid", lambda *a: calls.append(a[1:3]) or read_fid(*a))
+    return calls
+
+
+def test_a_reader_reads_template_entries_without_hdf5_once_it_has_read_two(tmp_path, monkeypatch, fresh):
+    store = HDF5Store(tmp_path / "cache")
+    values = [np.random.default_rng(i).random((8, 9)) for i in range(4)]
+    for i, value in enumerate(values):
+        store.set("f", f"{i:032x}", value)
+    plain._TEMPLATES.clear(), plain._SIZES.clear()  # a new process reads them
+    calls = hdf5_reads(monkeypatch)
+    backs = [store.get("f", f"{i:032x}") for i in range(4)]
+    assert calls == [("f", f"{0:032x}"), ("f", f"{1:032x}")]  # the second makes the template
+    for back, value in zip(backs, values):
+        assert (back == value).all() and back.flags.owndata and back.flags.writeable and back.dtype == value.dtype
+
+
+def test_entries_that_differ_from_the_template_are_read_by_hdf5(tmp_path, monkeypatch, fresh):
+    from connectome_dask.cache import hdf5
+
+    store = HDF5Store(tmp_path / "cache")
+    value = np.arange(12.0).reshape(3, 4)
+    store.set("f", "a" * 32, value)  # the template of (f8, (3, 4)) exists
+    with monkeypatch.context() as m:  # an entry of the same array written by h5py (as older versions did)
+        m.setattr(hdf5, "_plain_parts", lambda value, field, token, compression: None)
+        store.set("f", "b" * 32, value)
+        store.set("f", "c" * 32, value.T.copy())  # the same size, another shape
+    store.set("f", "d" * 32, value.reshape(4, 3))  # a template of the same size as (3, 4)'s
+    calls = hdf5_reads(monkeypatch)
+    assert [store.get("f", t).shape for t in ("a" * 32, "b" * 32, "c" * 32, "d" * 32)] == [(3, 4), (3, 4), (4, 3), (4, 3)]
+    assert calls == [("f", "b" * 32), ("f", "c" * 32)]
+    assert (store.get("f", "d" * 32) == value.reshape(4, 3)).all()

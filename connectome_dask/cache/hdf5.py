@@ -49,7 +49,8 @@ import numpy as np
 
 from ..exceptions import CacheWarning, StorageCorruption
 from .encoding import Digest, decode, encode, is_native, plain_array
-from .plain import entry_parts, header
+from .plain import entry_parts, header, learn
+from .plain import read as read_plain
 from .root import (MARKER, VERSION, ForeignRoot, _Unwritable, _is_layout, _name_problem, _open_root, _scandir,
                    _write_marker, check_field_name)
 from .store import MISSING, Store
@@ -92,18 +93,18 @@ class HDF5Store(Store):
         return os.path.join(self.root, check_field_name(field), token[:1], token + ".h5")
 
     def contains(self, field, token):
-        mode = _mode(self.path(field, token))
-        return mode is not None and stat.S_ISREG(mode)
+        info = _stat(self.path(field, token))
+        return info is not None and stat.S_ISREG(info.st_mode)
 
     def get(self, field, token):
         path = self.path(field, token)
-        mode = _mode(path)  # a stat: ~5 us, where HDF5 takes ~50 us to fail opening a missing file
-        if mode is None:
+        info = _stat(path)  # ~5 us, where HDF5 takes ~50 us to fail opening a missing file
+        if info is None:
             return MISSING
         try:
-            if not stat.S_ISREG(mode):
+            if not stat.S_ISREG(info.st_mode):
                 raise StorageCorruption("not a regular file")
-            return _read(path, field, token, self._policy.allow_pickle)
+            return _read(path, field, token, self._policy.allow_pickle, info.st_size)
         except FileNotFoundError:
             return MISSING
         except Exception as e:  # noqa: BLE001 - any unreadable entry is a miss, never a crash
@@ -204,10 +205,10 @@ class HDF5Store(Store):
             pass
 
 
-def _mode(path):
-    """The file type and mode bits of ``path`` (symlinks followed), None if there is nothing."""
+def _stat(path):
+    """The ``os.stat`` of ``path`` (symlinks followed), None if there is nothing."""
     try:
-        return os.stat(path).st_mode
+        return os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
 
@@ -260,10 +261,14 @@ def _read_access():
     return _READ[0]
 
 
-def _read(path, field, token, allow_pickle):
-    """Decode an entry with h5py's low-level API (it saves most of the high-level one's per-object
-    overhead); a plain uncompressed array (the common case) is read without the general decoder.
-    Every read verifies the digest before the value is returned."""
+def _read(path, field, token, allow_pickle, size=None):
+    """Decode an entry: one made from a template (``plain``) as the bytes of its file, any other
+    with h5py's low-level API (it saves most of the high-level one's per-object overhead), a plain
+    uncompressed array without the general decoder. Every read verifies the digest before the
+    value is returned."""
+    value = read_plain(path, os.stat(path).st_size if size is None else size, field, token)
+    if value is not None:
+        return value
     h5py = _h5py()
     try:
         fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=_read_access())
@@ -297,6 +302,7 @@ def _read_fid(fid, field, token, allow_pickle):
         dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
     if not _digest_array(field, token, value).matches(header[2:]):
         raise StorageCorruption("digest mismatch")
+    learn(value.dtype, value.shape)
     return value
 
 

@@ -17,16 +17,17 @@ found once, before the payload, the chunk's checksum reproduced); a layout that 
 expected has no template and such entries are written by the general encoder instead.
 """
 
-import functools
 import io
+import os
 import struct
 
 import numpy as np
 
+from ..exceptions import StorageCorruption
 from .encoding import Digest
 from .root import VERSION
 
-__all__ = ["entry_parts", "template", "lookup3"]
+__all__ = ["entry_parts", "read", "learn", "template", "lookup3"]
 
 _M = 0xFFFFFFFF
 
@@ -78,10 +79,11 @@ def header(digest, plain):
 class Template:
     """The metadata of the plain entries of one dtype and shape, and where each entry's differ."""
 
-    __slots__ = ("metadata", "digest_at", "chunk")
+    __slots__ = ("dtype", "shape", "metadata", "digest_at", "chunk", "size")
 
-    def __init__(self, metadata, digest_at, chunk):
-        self.metadata, self.digest_at, self.chunk = metadata, digest_at, chunk
+    def __init__(self, dtype, shape, metadata, digest_at, chunk):
+        self.dtype, self.shape, self.metadata, self.digest_at, self.chunk = dtype, shape, metadata, digest_at, chunk
+        self.size = len(metadata) + dtype.itemsize * int(np.prod(shape))
 
     def fill(self, digest):
         """The metadata of the entry whose digest words are ``digest``."""
@@ -91,6 +93,20 @@ class Template:
         data[end:end + 4] = struct.pack("<I", lookup3(memoryview(data)[start:end]))
         return data
 
+    def matches(self, head, payload, field, token):
+        """Whether an entry file holding the metadata ``head`` and the array ``payload`` was made
+        from this template (False if not). Raises ``StorageCorruption`` if it was, and its checksum
+        or its digest does not match."""
+        at, (start, end), expected = self.digest_at, self.chunk, self.metadata
+        if head[:at] != expected[:at] or head[at + 16:end] != expected[at + 16:end] or head[end + 4:] != expected[end + 4:]:
+            return False
+        if lookup3(memoryview(head)[start:end]) != struct.unpack_from("<I", head, end)[0]:
+            raise StorageCorruption("metadata checksum mismatch")
+        if not Digest(field, token).dataset("array", {}, payload.reshape(-1).view(np.uint8).view(self.dtype)
+                                            .reshape(self.shape)).matches(np.frombuffer(head, "<u8", 2, at)):
+            raise StorageCorruption("digest mismatch")
+        return True
+
 
 def entry_parts(arr, field, token):
     """``[metadata, payload]``, the bytes of the entry file of the plain array ``arr`` (C-contiguous,
@@ -99,13 +115,76 @@ def entry_parts(arr, field, token):
     if found is None:
         return None
     digest = Digest(field, token).dataset("array", {}, arr).words()
-    return [found.fill(digest), memoryview(arr).cast("B") if arr.size else b""]
+    return [found.fill(digest), memoryview(arr).cast("B")]
 
 
-@functools.lru_cache(maxsize=64)
+def read(path, size, field, token):
+    """The array of the entry file ``path`` (of ``size`` bytes) if it was made from a template of
+    this process, else None (HDF5 reads it). One ``readv`` puts the metadata and the payload into
+    two buffers: the array returned owns its memory."""
+    candidates = _SIZES.get(size)
+    if not candidates:
+        return None
+    first = candidates[0]
+    head, payload = bytearray(len(first.metadata)), np.empty(first.shape, first.dtype)
+    views = [memoryview(head), memoryview(payload).cast("B")]
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        got = 0
+        while views:
+            n = os.readv(fd, views)
+            if not n:
+                raise StorageCorruption(f"the file ended after {got} of {size} bytes")
+            got += n
+            while views and n >= views[0].nbytes:  # a read may return less than asked
+                n -= views.pop(0).nbytes
+            if views:
+                views[0] = views[0][n:]
+    finally:
+        os.close(fd)
+    for found in candidates:
+        if len(found.metadata) == len(head) and found.matches(head, payload, field, token):
+            return payload if found is first else payload.reshape(-1).view(np.uint8).view(found.dtype).reshape(
+                found.shape)
+    return None
+
+
+def learn(dtype, shape):
+    """Make the template of ``dtype`` and ``shape`` the second time HDF5 reads an entry of them (an
+    entry of a dtype and shape read only once, as each of a dataset of varying shapes, makes none)."""
+    key = (dtype, shape)
+    if key in _TEMPLATES:
+        return
+    if key in _SEEN:
+        template(dtype, shape)
+    else:
+        if len(_SEEN) > 4 * LIMIT:
+            _SEEN.clear()
+        _SEEN.add(key)
+
+
+LIMIT = 256  # templates kept per process, ~0.5 KiB each
+_TEMPLATES, _SIZES, _SEEN = {}, {}, set()
+
+
 def template(dtype, shape):
-    """The :class:`Template` of plain entries of ``dtype`` and ``shape``, or None if HDF5 lays them
-    out in a way this module does not patch (the digest not found once, metadata after the data)."""
+    """The :class:`Template` of plain entries of ``dtype`` and ``shape`` (made once per process), or
+    None if HDF5 lays them out in a way this module does not patch."""
+    key = (dtype, shape)
+    try:
+        return _TEMPLATES[key]
+    except KeyError:
+        pass
+    if len(_TEMPLATES) >= LIMIT:
+        _TEMPLATES.clear()
+        _SIZES.clear()
+    found = _TEMPLATES[key] = _make(dtype, shape)
+    if found is not None:
+        _SIZES.setdefault(found.size, []).append(found)
+    return found
+
+
+def _make(dtype, shape):
     if not shape or 0 in shape:  # a scalar or an empty array: no payload of its own to write apart
         return None
     written, offset = _write(dtype, shape)
@@ -120,7 +199,7 @@ def template(dtype, shape):
     start = max(metadata.rfind(b"OHDR", 0, at), metadata.rfind(b"OCHK", 0, at))
     for end in range(at + 16, len(metadata) - 3):  # the chunk's checksum: its four bytes follow it
         if start >= 0 and lookup3(memoryview(metadata)[start:end]) == struct.unpack_from("<I", metadata, end)[0]:
-            return Template(bytes(metadata), at, (start, end))
+            return Template(dtype, shape, bytes(metadata), at, (start, end))
     return None
 
 
