@@ -1,20 +1,28 @@
-"""The bytes of a plain array entry (the common case), without HDF5's per-file work.
+"""Plain array entries (the common case) written and read as bytes, without HDF5's work per file.
 
 A plain entry (one uncompressed array of a native dtype, see ``hdf5``) is a file of two parts: the
 HDF5 metadata, then the payload, the array's bytes. For a given dtype and shape the metadata are
 the same in every entry but for the two words of the digest in the ``header`` attribute, and the
-checksum HDF5 keeps over the object header chunk that holds them. So HDF5 writes the metadata once
-per dtype and shape (a :func:`template`: an entry of that dtype and shape with a zero digest,
-written into memory, its payload never written), and each entry is the template with its digest
-and that chunk's checksum (Jenkins' lookup3, which HDF5 uses for metadata checksums) patched in,
-followed by its payload. A file made so is byte for byte the file HDF5 writes for the same entry
-(``test_plain`` compares them); it saves HDF5's ~0.2 ms of work per file, a third of what a 4 MB
-entry costs to write on tmpfs.
+checksum HDF5 keeps over the object header chunk that holds them. So HDF5 makes the metadata once
+per dtype and shape and process (a :func:`template`: an entry with a zero digest, written into
+memory, one element of its payload written), and each entry's file is the template with its digest
+and that chunk's checksum (Jenkins' lookup3, HDF5's metadata checksum) patched in, followed by its
+payload. A file made so is byte for byte the file HDF5 writes for the same entry (``test_plain``
+compares them), so any HDF5 tool reads it.
 
-Entries are deterministic: the root group and the dataset record no times, so the same value,
-field and token always give the same file. A template is checked when it is made (the digest
-found once, before the payload, the chunk's checksum reproduced); a layout that is not as
-expected has no template and such entries are written by the general encoder instead.
+Reading is the converse: a file whose size is that of a template is read with one ``readv`` into
+the metadata and an array that owns its memory, and is the entry of that template if its metadata
+are the template's but for the digest and checksum; the checksum and the digest are verified as
+HDF5 and ``hdf5`` would. Any other file (another layout, an older version's, a damaged one) is read
+by HDF5. A reader makes the template of a dtype and shape the second time HDF5 reads an entry of
+them (a dataset whose every entry has its own shape makes none).
+
+This saves HDF5's ~0.35 ms per file: writing a 4 MB and a 1 MB entry on tmpfs takes 1.7 ms instead
+of 2.4 ms, reading them 1.3 ms instead of 2.0 ms. Entries are deterministic: the root group and the
+dataset record no times, so the same value, field and token always give the same file. A template
+is checked when it is made (the digest found once, before the payload, the chunk's checksum
+reproduced); a dtype and shape whose layout is not as expected (and scalars and empty arrays) have
+none, and their entries are written by the general encoder.
 """
 
 import io
