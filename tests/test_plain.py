@@ -136,6 +136,7 @@ def test_entries_that_differ_from_the_template_are_read_by_hdf5(tmp_path, monkey
         store.set("f", "c" * 32, value.T.copy())  # the same size, another shape
     store.set("f", "d" * 32, value.reshape(4, 3))  # a template of the same size as (3, 4)'s
     calls = hdf5_reads(monkeypatch)
-    assert [store.get("f", t).shape for t in ("a" * 32, "b" * 32, "c" * 32, "d" * 32)] == [(3, 4), (3, 4), (4, 3), (4, 3)]
+    tokens = ("a" * 32, "b" * 32, "c" * 32, "d" * 32)
+    assert [store.get("f", t).shape for t in tokens] == [(3, 4), (3, 4), (4, 3), (4, 3)]
     assert calls == [("f", "b" * 32), ("f", "c" * 32)]
     assert (store.get("f", "d" * 32) == value.reshape(4, 3)).all()

@@ -101,17 +101,16 @@ class Template:
         data[end:end + 4] = struct.pack("<I", lookup3(memoryview(data)[start:end]))
         return data
 
-    def matches(self, head, payload, field, token):
-        """Whether an entry file holding the metadata ``head`` and the array ``payload`` was made
-        from this template (False if not). Raises ``StorageCorruption`` if it was, and its checksum
-        or its digest does not match."""
+    def matches(self, head, value, field, token):
+        """Whether an entry file holding the metadata ``head`` and the array ``value`` (of this
+        template's dtype and shape) was made from this template (False if not). Raises
+        ``StorageCorruption`` if it was, and its checksum or its digest does not match."""
         at, (start, end), expected = self.digest_at, self.chunk, self.metadata
-        if head[:at] != expected[:at] or head[at + 16:end] != expected[at + 16:end] or head[end + 4:] != expected[end + 4:]:
-            return False
+        if (head[:at], head[at + 16:end], head[end + 4:]) != (expected[:at], expected[at + 16:end], expected[end + 4:]):
+            return False  # the metadata are the template's but for the digest and the checksum
         if lookup3(memoryview(head)[start:end]) != struct.unpack_from("<I", head, end)[0]:
             raise StorageCorruption("metadata checksum mismatch")
-        if not Digest(field, token).dataset("array", {}, payload.reshape(-1).view(np.uint8).view(self.dtype)
-                                            .reshape(self.shape)).matches(np.frombuffer(head, "<u8", 2, at)):
+        if not Digest(field, token).dataset("array", {}, value).matches(np.frombuffer(head, "<u8", 2, at)):
             raise StorageCorruption("digest mismatch")
         return True
 
@@ -150,10 +149,12 @@ def read(path, size, field, token):
                 views[0] = views[0][n:]
     finally:
         os.close(fd)
-    for found in candidates:
-        if len(found.metadata) == len(head) and found.matches(head, payload, field, token):
-            return payload if found is first else payload.reshape(-1).view(np.uint8).view(found.dtype).reshape(
-                found.shape)
+    for found in candidates:  # templates of one size: their dtypes and shapes differ, so do their metadata
+        if len(found.metadata) != len(head):
+            continue
+        value = payload if found is first else payload.reshape(-1).view(np.uint8).view(found.dtype).reshape(found.shape)
+        if found.matches(head, value, field, token):
+            return value
     return None
 
 
@@ -193,6 +194,7 @@ def template(dtype, shape):
 
 
 def _make(dtype, shape):
+    """A new :class:`Template`, checked (see the module docstring), or None."""
     if not shape or 0 in shape:  # a scalar or an empty array: no payload of its own to write apart
         return None
     written, offset = _write(dtype, shape)
@@ -204,9 +206,11 @@ def _make(dtype, shape):
     if at < 0 or metadata.find(placeholder, at + 1) >= 0:
         return None
     at += 16
-    start = max(metadata.rfind(b"OHDR", 0, at), metadata.rfind(b"OCHK", 0, at))
+    start = max(metadata.rfind(b"OHDR", 0, at), metadata.rfind(b"OCHK", 0, at))  # the chunk holding the digest
+    if start < 0:
+        return None
     for end in range(at + 16, len(metadata) - 3):  # the chunk's checksum: its four bytes follow it
-        if start >= 0 and lookup3(memoryview(metadata)[start:end]) == struct.unpack_from("<I", metadata, end)[0]:
+        if lookup3(memoryview(metadata)[start:end]) == struct.unpack_from("<I", metadata, end)[0]:
             return Template(dtype, shape, bytes(metadata), at, (start, end))
     return None
 
