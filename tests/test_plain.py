@@ -11,7 +11,7 @@ from connectome_dask.cache import plain
 from connectome_dask.cache.encoding import Digest
 from connectome_dask.cache.hdf5 import HDF5Store
 from connectome_dask.cache.store import MISSING
-from connectome_dask.exceptions import CacheWarning
+from connectome_dask.exceptions import CacheWarning, StorageCorruption
 
 VALUES = [np.arange(6.0).reshape(2, 3), np.arange(5, dtype=">f4"), np.array([True, False, True]),
           np.array([b"ab", b"c"]), np.arange(4).astype(np.complex128) * 1j, np.arange(7, dtype=np.int8),
@@ -140,3 +140,30 @@ def test_entries_that_differ_from_the_template_are_read_by_hdf5(tmp_path, monkey
     assert [store.get("f", t).shape for t in tokens] == [(3, 4), (3, 4), (4, 3), (4, 3)]
     assert calls == [("f", "b" * 32), ("f", "c" * 32)]
     assert (store.get("f", "d" * 32) == value.reshape(4, 3)).all()
+
+
+def test_short_writes_and_reads_are_continued(tmp_path, monkeypatch):
+    import os
+
+    from connectome_dask.cache import hdf5
+
+    write, readv = os.write, os.readv
+    monkeypatch.setattr(hdf5.os, "write", lambda fd, data: write(fd, memoryview(data)[:1000]))
+    monkeypatch.setattr(plain.os, "readv", lambda fd, buffers: readv(fd, [memoryview(buffers[0])[:777]]))
+    store = HDF5Store(tmp_path / "cache")
+    value = np.random.default_rng(1).random((30, 40))
+    store.set("f", "a" * 32, value)
+    assert os.path.getsize(store.path("f", "a" * 32)) == plain.template(value.dtype, value.shape).size
+    assert (store.get("f", "a" * 32) == value).all()
+
+
+def test_a_file_shorter_than_its_size_said_is_corrupt(tmp_path):
+    store = HDF5Store(tmp_path / "cache")
+    value = np.arange(100.0)
+    store.set("f", "a" * 32, value)
+    path = store.path("f", "a" * 32)
+    size = plain.template(value.dtype, value.shape).size
+    with open(path, "r+b") as f:  # truncated between the stat and the read
+        f.truncate(size - 8)
+    with pytest.raises(StorageCorruption, match="ended after"):
+        plain.read(path, size, "f", "a" * 32)
