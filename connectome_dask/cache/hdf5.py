@@ -49,8 +49,8 @@ import warnings
 import numpy as np
 
 from ..exceptions import CacheWarning, StorageCorruption
-from .encoding import Digest, decode, encode, is_native, plain_array
-from .plain import entry_parts, header, learn
+from .encoding import decode, encode, is_native, plain_array
+from .plain import array_digest, entry_parts, header, learn
 from .plain import read as read_plain
 from .root import (MARKER, VERSION, ForeignRoot, _Unwritable, _is_layout, _name_problem, _open_root, _scandir,
                    _write_marker, check_field_name)
@@ -242,12 +242,8 @@ def _write_parts(path, parts):
 
 def _write_encoded(tmp, value, field, token, compression, allow_pickle):
     with _h5py().File(tmp, "w", locking=False, libver="latest") as f:
-        digest, plain = encode(f, value, field, token, compression, allow_pickle)
-        f.attrs["header"] = header(digest, plain)
-
-
-def _digest_array(field, token, arr):
-    return Digest(field, token).dataset("array", {}, arr)
+        words, plain = encode(f, value, field, token, compression, allow_pickle)
+        f.attrs["header"] = header(words, plain)
 
 
 @functools.lru_cache(maxsize=None)
@@ -285,19 +281,19 @@ def _read_fid(fid, field, token, allow_pickle):
     attr = h5py.h5a.open(fid, b"header")
     if attr.shape != (4,) or attr.dtype != np.uint64:
         raise StorageCorruption("no header of format 2 (an entry of an older version?)")
-    header = np.empty(4, np.uint64)
-    attr.read(header)
-    if header[0] != VERSION or header[1] > 1:
-        raise StorageCorruption(f"a header of format {header[0]}, this version reads {VERSION}")
-    if not header[1]:
-        return decode(fid, field, token, header[2:], allow_pickle)
+    words = np.empty(4, np.uint64)
+    attr.read(words)
+    if words[0] != VERSION or words[1] > 1:
+        raise StorageCorruption(f"a header of format {words[0]}, this version reads {VERSION}")
+    if not words[1]:
+        return decode(fid, field, token, words[2:], allow_pickle)
     dataset = h5py.h5d.open(fid, b"value")
     if dataset.dtype.fields is not None or dataset.dtype.hasobject:
         raise StorageCorruption("the plain flag on a dataset that is not a plain array")
     value = np.empty(dataset.shape, dataset.dtype)
     if value.size:
         dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
-    if not _digest_array(field, token, value).matches(header[2:]):
+    if not array_digest(field, token, value).matches(words[2:]):
         raise StorageCorruption("digest mismatch")
     learn(value.dtype, value.shape)
     return value

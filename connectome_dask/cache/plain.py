@@ -35,7 +35,7 @@ from ..exceptions import StorageCorruption
 from .encoding import Digest
 from .root import VERSION
 
-__all__ = ["entry_parts", "read", "learn", "template", "lookup3"]
+__all__ = ["entry_parts", "read", "learn", "template", "array_digest", "header", "lookup3"]
 
 _M = 0xFFFFFFFF
 
@@ -79,6 +79,11 @@ def lookup3(data, initval=0):
     return c
 
 
+def array_digest(field, token, arr):
+    """The :class:`~.encoding.Digest` of a plain array entry (the node ``value``, ``t=b"array"``)."""
+    return Digest(field, token).dataset("array", {}, arr)
+
+
 def header(digest, plain):
     """The ``header`` attribute of an entry: format version, plain flag, the two digest words."""
     return np.array([VERSION, int(plain), *digest], np.uint64)
@@ -110,7 +115,7 @@ class Template:
             return False  # the metadata are the template's but for the digest and the checksum
         if lookup3(memoryview(head)[start:end]) != struct.unpack_from("<I", head, end)[0]:
             raise StorageCorruption("metadata checksum mismatch")
-        if not Digest(field, token).dataset("array", {}, value).matches(np.frombuffer(head, "<u8", 2, at)):
+        if not array_digest(field, token, value).matches(np.frombuffer(head, "<u8", 2, at)):
             raise StorageCorruption("digest mismatch")
         return True
 
@@ -121,8 +126,7 @@ def entry_parts(arr, field, token):
     found = template(arr.dtype, arr.shape)
     if found is None:
         return None
-    digest = Digest(field, token).dataset("array", {}, arr).words()
-    return [found.fill(digest), memoryview(arr).cast("B")]
+    return [found.fill(array_digest(field, token, arr).words()), memoryview(arr).cast("B")]
 
 
 def read(path, size, field, token):
